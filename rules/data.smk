@@ -1,0 +1,52 @@
+# Inputs: the demo set, manifests (content-hashed file lists) and shard image stores.
+
+
+rule demo_data:
+    output:
+        labeled=directory(f"{DEMO_DIR}/labeled"),
+        batches=directory(f"{DEMO_DIR}/batches"),
+    params:
+        out=DEMO_DIR,
+        demo=config["demo"],
+    log:
+        f"{RESULTS}/logs/demo_data.log",
+    script:
+        "../scripts/demo_data.py"
+
+
+checkpoint manifest:
+    input:
+        get_manifest_input,
+    output:
+        f"{RESULTS}/{{coll}}/manifest.json",
+    params:
+        root=get_collection_dir,
+        labeled=get_is_labeled,
+        fingerprint=get_stat_fingerprint,
+        shard_size=config["shard_size"],
+    log:
+        f"{RESULTS}/logs/manifest/{{coll}}.log",
+    script:
+        "../scripts/manifest.py"
+
+
+rule decode_shard:
+    input:
+        manifest=ancient(f"{RESULTS}/{{coll}}/manifest.json"),
+    output:
+        f"{RESULTS}/{{coll}}/shards/{{shard}}.images.h5",
+    params:
+        digest=get_shard_digest,
+        sizes=IMAGE_SIZES,
+        decode=config["decode"],
+        hdf5=config["hdf5"],
+    threads: config["decode"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    log:
+        f"{RESULTS}/logs/decode_shard/{{coll}}/{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/decode_shard/{{coll}}/{{shard}}.tsv"
+    script:
+        "../scripts/decode_shard.py"

@@ -1,0 +1,55 @@
+# Evaluation on the labeled test split, the per-batch ledger and the HTML report.
+
+
+rule evaluate:
+    input:
+        unpack(get_evaluate_input),
+    output:
+        json=f"{RESULTS}/eval/metrics.json",
+        csv=f"{RESULTS}/eval/metrics.csv",
+    params:
+        seed_scores=get_seed_score_map,
+        models=get_model_map,
+        evaluation=config["evaluation"],
+        published=config["report"]["published_f1"],
+    log:
+        f"{RESULTS}/logs/evaluate.log",
+    script:
+        "../scripts/evaluate.py"
+
+
+rule ledger:
+    input:
+        batches=[batch_scores(b) for b in BATCHES],
+        manifests=[manifest_path(f"batches/{b}") for b in BATCHES],
+        models=get_primary_models,
+    output:
+        f"{RESULTS}/batches.tsv",
+    params:
+        batches=BATCHES,
+        rejected=REJECTED_BATCHES,
+        methods=METHODS,
+        benchmarks=f"{RESULTS}/benchmarks",
+        drift=config["drift"],
+    log:
+        f"{RESULTS}/logs/ledger.log",
+    script:
+        "../scripts/ledger.py"
+
+
+rule report:
+    input:
+        unpack(get_report_input),
+    output:
+        html=f"{RESULTS}/report.html",
+        json=f"{RESULTS}/report.json",
+    params:
+        config=config,
+        methods=METHODS,
+        batches=BATCHES,
+        rejected=REJECTED_BATCHES,
+        benchmarks=f"{RESULTS}/benchmarks",
+    log:
+        f"{RESULTS}/logs/report.log",
+    script:
+        "../scripts/report.py"

@@ -1,0 +1,44 @@
+# Scoring: one job per (collection, shard, method, seed), each writing its own HDF5
+# file (one writer per file), then one gather per collection.
+
+
+rule score_shard:
+    input:
+        store=ancient(f"{RESULTS}/{{coll}}/shards/{{shard}}.images.h5"),
+        model=f"{RESULTS}/models/{{method}}/seed{{seed}}/model.pt",
+    output:
+        temp(f"{RESULTS}/{{coll}}/shards/{{shard}}.{{method}}.seed{{seed}}.h5"),
+    params:
+        digest=get_shard_digest,
+        scoring=config["scoring"],
+        shard_size=config["shard_size"],
+        hdf5=config["hdf5"],
+    threads: 2
+    resources:
+        gpu=SCORE_GPUS,
+        mem_mb=8000,
+        runtime=30,
+    log:
+        f"{RESULTS}/logs/score_shard/{{coll}}/{{shard}}.{{method}}.seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/score_shard/{{coll}}/{{shard}}.{{method}}.seed{{seed}}.tsv"
+    script:
+        "../scripts/score_shard.py"
+
+
+rule gather:
+    input:
+        unpack(get_gather_input),
+    output:
+        f"{RESULTS}/{{coll}}/scores.h5",
+    params:
+        digest=get_collection_digest,
+        score_map=get_gather_score_map,
+        shard_size=config["shard_size"],
+        hdf5=config["hdf5"],
+    log:
+        f"{RESULTS}/logs/gather/{{coll}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/gather/{{coll}}.tsv"
+    script:
+        "../scripts/gather.py"

@@ -1,0 +1,21 @@
+"""Decode one shard's images once into an HDF5 image store."""
+
+from wormflow.pipeline import decode_shard_step
+from wormflow.smk import run
+
+
+def main(smk):
+    decode = smk.params.decode
+    decode_shard_step(
+        smk.input.manifest,
+        int(smk.wildcards.shard),
+        smk.output[0],
+        sizes=smk.params.sizes,
+        threads=smk.threads,
+        max_pixels=decode["max_pixels"],
+        min_side=decode["min_side"],
+        hdf5=smk.params.hdf5,
+    )
+
+
+run(snakemake, main)  # noqa: F821

@@ -1,0 +1,20 @@
+"""Generate the synthetic demo data set (labeled split + batches)."""
+
+from wormflow.demo import generate_demo
+from wormflow.smk import run
+
+
+def main(smk):
+    demo = smk.params.demo
+    generate_demo(
+        smk.params.out,
+        seed=demo["seed"],
+        size=demo["size"],
+        n_train=demo["n_train"],
+        n_dev=demo["n_dev"],
+        n_test=demo["n_test"],
+        batches=tuple(demo["batches"].items()),
+    )
+
+
+run(snakemake, main)  # noqa: F821

@@ -1,0 +1,11 @@
+"""List a collection's files, hash their contents and assign shards."""
+
+from wormflow.pipeline import manifest_step
+from wormflow.smk import run
+
+
+def main(smk):
+    manifest_step(smk.params.root, smk.output[0], labeled=smk.params.labeled, shard_size=smk.params.shard_size)
+
+
+run(snakemake, main)  # noqa: F821

@@ -1,0 +1,29 @@
+"""Train one method for one seed; resumes from resume.pt after an interruption."""
+
+from pathlib import Path
+
+from wormflow.smk import run
+from wormflow.train import load_split, train
+
+
+def main(smk):
+    cfg = dict(smk.params.cfg)
+    training = smk.params.training
+    size = cfg["image_size"]
+    train(
+        smk.params.method,
+        cfg,
+        load_split(smk.input.train, size),
+        load_split(smk.input.dev, size),
+        Path(smk.output.model).parent,
+        seed=int(smk.wildcards.seed),
+        device=training["device"],
+        num_workers=training["num_workers"],
+        deterministic=training["deterministic"],
+        data_digest=smk.params.data,
+        code_digest=smk.params.code,
+        tensorboard=training["tensorboard"],
+    )
+
+
+run(snakemake, main)  # noqa: F821

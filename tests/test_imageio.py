@@ -1,0 +1,350 @@
+"""Decoding images into RGB uint8 arrays (wormflow.imageio)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+import tifffile
+from oddfiles import (
+    blocky_rgb,
+    bomb_png_bytes,
+    jpeg_with_orientation,
+    make_odd_and_bad_files,
+    noisy_rgb,
+    ramp_k,
+    rgb3,
+)
+from PIL import Image, ImageFile, ImageOps
+
+from wormflow import imageio
+from wormflow.imageio import ImageLoadError, apply_orientation, decode_image, gray_to_rgb, resize_rgb, scale_to_uint8
+
+
+@pytest.fixture(scope="module")
+def odd(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("odd")
+    return directory, make_odd_and_bad_files(directory)
+
+
+def _collection_names() -> tuple[list[str], list[str]]:
+    with tempfile.TemporaryDirectory() as d:
+        expect = make_odd_and_bad_files(d)
+    return sorted(expect["valid"]), sorted(expect["bad"])
+
+
+VALID_NAMES, BAD_NAMES = _collection_names()
+
+
+@pytest.fixture
+def spy_on_pixel_decoding(monkeypatch):
+    """Call it (after writing the test files) to record every later attempt to decode pixel data."""
+    calls = []
+
+    def start() -> list[str]:
+        real_getdecoder = Image._getdecoder
+
+        def getdecoder(*args, **kwargs):
+            calls.append("Image._getdecoder")
+            return real_getdecoder(*args, **kwargs)
+
+        def refuse(name):
+            def spy(*args, **kwargs):
+                calls.append(name)
+                raise AssertionError(f"{name} called")
+
+            return spy
+
+        monkeypatch.setattr(Image, "_getdecoder", getdecoder)
+        monkeypatch.setattr(ImageFile.ImageFile, "load", refuse("ImageFile.load"))
+        monkeypatch.setattr(tifffile.TiffPage, "asarray", refuse("TiffPage.asarray"))
+        return calls
+
+    return start
+
+
+# --- the odd-but-valid and bad collection ------------------------------------------------------------
+
+
+def test_generator_covers_the_required_cases(odd):
+    directory, expect = odd
+    assert sorted(os.listdir(directory)) == sorted([*expect["valid"], *expect["bad"]])
+    assert {"wörm 🪱.png", 'it\'s "q".png', "x<img src=x onerror=alert(1)>.png", "with space.png"} <= set(expect["valid"])
+    assert len(expect["valid"]) >= 16
+    assert len(expect["bad"]) >= 9
+
+
+def test_generator_is_deterministic_and_fast(tmp_path):
+    start = time.perf_counter()
+    make_odd_and_bad_files(tmp_path / "a")
+    elapsed = time.perf_counter() - start
+    make_odd_and_bad_files(tmp_path / "b")
+    names = sorted(os.listdir(tmp_path / "a"))
+    assert names == sorted(os.listdir(tmp_path / "b"))
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert elapsed < 1.0
+
+
+@pytest.mark.parametrize("name", VALID_NAMES)
+def test_valid_file_decodes_to_expected_rgb(odd, name):
+    directory, expect = odd
+    rgb = decode_image(directory / name)
+    assert rgb.ndim == 3 and rgb.shape[2] == 3
+    expect["valid"][name].assert_matches(rgb)
+
+
+@pytest.mark.parametrize("name", VALID_NAMES)
+def test_decoding_twice_gives_identical_arrays(odd, name):
+    directory, _ = odd
+    first = decode_image(directory / name)
+    second = decode_image(str(directory / name))
+    assert np.array_equal(first, second)
+
+
+@pytest.mark.parametrize("name", VALID_NAMES)
+def test_decoded_array_is_writeable_and_contiguous(odd, name):
+    directory, _ = odd
+    rgb = decode_image(directory / name)
+    assert rgb.flags.c_contiguous
+    assert rgb.flags.writeable
+    rgb[0, 0] = 7  # callers may normalise in place
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_bad_file_raises_image_load_error_with_path_and_reason(odd, name):
+    directory, expect = odd
+    path = directory / name
+    with pytest.raises(ImageLoadError) as info:
+        decode_image(path)
+    assert info.value.path == str(path)
+    assert expect["bad"][name] in info.value.reason
+    assert str(path) in str(info.value) and info.value.reason in str(info.value)
+
+
+# --- decompression bombs and geometry limits --------------------------------------------------------
+
+
+@pytest.mark.parametrize("width, height", [(100_000, 100_000), (10_000, 7_000)])
+def test_bomb_is_refused_from_the_header_without_decoding(tmp_path, spy_on_pixel_decoding, width, height):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb_png_bytes(width, height))
+    assert path.stat().st_size < 200
+    decoding_calls = spy_on_pixel_decoding()
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(ImageLoadError, match="decompression bomb"):
+            decode_image(path)
+        elapsed = time.perf_counter() - start
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert decoding_calls == []
+    assert elapsed < 0.5
+    assert peak < 5_000_000
+
+
+def test_max_pixels_is_checked_before_decoding(tmp_path, spy_on_pixel_decoding):
+    path = tmp_path / "real.png"
+    Image.fromarray(noisy_rgb(64, 64, seed=1)).save(path)
+    decoding_calls = spy_on_pixel_decoding()
+    with pytest.raises(ImageLoadError, match="4096 pixels exceeds the limit of 4000"):
+        decode_image(path, max_pixels=4000)
+    assert decoding_calls == []
+
+
+def test_max_pixels_is_checked_before_decoding_a_tiff_read_by_tifffile(tmp_path, spy_on_pixel_decoding):
+    path = tmp_path / "rgb16.tif"
+    tifffile.imwrite(path, np.zeros((64, 64, 3), dtype=np.uint16), photometric="rgb")
+    decoding_calls = spy_on_pixel_decoding()
+    with pytest.raises(ImageLoadError, match="decompression bomb"):
+        decode_image(path, max_pixels=4000)
+    assert decoding_calls == []
+
+
+def test_min_side_is_configurable(tmp_path):
+    path = tmp_path / "small.png"
+    Image.fromarray(noisy_rgb(8, 12, seed=2)).save(path)
+    assert decode_image(path).shape == (8, 12, 3)
+    with pytest.raises(ImageLoadError, match=r"image too small: 12x8 \(minimum side 9 px\)"):
+        decode_image(path, min_side=9)
+
+
+# --- orientation ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_matches_pil_exif_transpose(tmp_path, orientation):
+    src = blocky_rgb(24, 40, seed=orientation)
+    path = tmp_path / f"o{orientation}.jpg"
+    jpeg_with_orientation(src, path, orientation)
+    with Image.open(path) as im:
+        reference = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    rgb = decode_image(path)
+    assert rgb.shape == ((40, 24, 3) if orientation >= 5 else (24, 40, 3))
+    assert np.array_equal(rgb, reference)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_apply_orientation_matches_pil_exif_transpose(orientation):
+    arr = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    im = Image.fromarray(arr)
+    im.getexif()[0x0112] = orientation
+    reference = np.asarray(ImageOps.exif_transpose(im))
+    assert np.array_equal(apply_orientation(arr, orientation), reference)
+
+
+def test_apply_orientation_ignores_invalid_values():
+    arr = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+    assert np.array_equal(apply_orientation(arr, 0), arr)
+    assert np.array_equal(apply_orientation(arr, 9), arr)
+
+
+def test_tiff_orientation_tag_is_applied_on_the_tifffile_path(tmp_path):
+    k = np.stack([ramp_k(16, 24)] * 3, axis=-1)
+    path = tmp_path / "rgb16_rot.tif"
+    tifffile.imwrite(path, (500 + 4 * k).astype(np.uint16), photometric="rgb", extratags=[(274, "H", 1, 6, False)])
+    assert np.array_equal(decode_image(path), np.rot90(k, -1).astype(np.uint8))
+
+
+def test_tiff_orientation_tag_is_applied_on_the_pillow_path(tmp_path):
+    src = noisy_rgb(16, 24, seed=3)
+    path = tmp_path / "rgb8_rot.tif"
+    tifffile.imwrite(path, src, photometric="rgb", extratags=[(274, "H", 1, 8, False)])
+    assert np.array_equal(decode_image(path), np.rot90(src, 1))
+
+
+# --- high-depth data --------------------------------------------------------------------------------
+
+
+def test_float_rgb_tiff_pillow_cannot_open_is_scaled_by_its_range(tmp_path):
+    k = np.stack([ramp_k(16, 16), ramp_k(16, 16).T, ramp_k(16, 16)[::-1]], axis=-1)
+    path = tmp_path / "float_rgb.tif"
+    tifffile.imwrite(path, (10.0 + k / 8).astype(np.float32), photometric="rgb")
+    assert np.array_equal(decode_image(path), k.astype(np.uint8))
+
+
+def test_16bit_rgba_tiff_drops_alpha_and_keeps_full_range(tmp_path):
+    k = np.stack([ramp_k(16, 16)] * 3, axis=-1)
+    rgba = np.concatenate([(3000 + 2 * k), np.full((16, 16, 1), 65535)], axis=-1).astype(np.uint16)
+    path = tmp_path / "rgba16.tif"
+    tifffile.imwrite(path, rgba, photometric="rgb", extrasamples=["unassalpha"])
+    assert np.array_equal(decode_image(path), k.astype(np.uint8))
+
+
+def test_all_nan_float_tiff_is_an_image_load_error(tmp_path):
+    path = tmp_path / "nan.tif"
+    tifffile.imwrite(path, np.full((16, 16), np.nan, dtype=np.float32))
+    with pytest.raises(ImageLoadError, match="no finite pixel values"):
+        decode_image(path)
+
+
+def test_constant_16bit_image_decodes_to_black(tmp_path):
+    path = tmp_path / "flat.png"
+    Image.fromarray(np.full((10, 10), 4321, dtype=np.uint16)).save(path)
+    assert np.array_equal(decode_image(path), np.zeros((10, 10, 3), dtype=np.uint8))
+
+
+# --- things that are not image files ----------------------------------------------------------------
+
+
+def test_missing_file_is_an_image_load_error(tmp_path):
+    with pytest.raises(ImageLoadError, match="cannot stat file") as info:
+        decode_image(tmp_path / "absent.png")
+    assert info.value.path == str(tmp_path / "absent.png")
+
+
+def test_directory_is_not_a_regular_file(tmp_path):
+    with pytest.raises(ImageLoadError, match="not a regular file"):
+        decode_image(tmp_path)
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    path = tmp_path / "pipe.png"
+    os.mkfifo(path)
+    with pytest.raises(ImageLoadError, match="not a regular file"):
+        decode_image(path)
+
+
+def test_unexpected_decoder_exception_becomes_image_load_error(tmp_path, monkeypatch):
+    path = tmp_path / "ok.png"
+    Image.fromarray(noisy_rgb(10, 10, seed=4)).save(path)
+
+    def broken(*args, **kwargs):
+        raise IndexError("decoder bug")
+
+    monkeypatch.setattr(imageio, "_pil_to_rgb", broken)
+    with pytest.raises(ImageLoadError, match="IndexError: decoder bug"):
+        decode_image(path)
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape, size", [((40, 2000, 3), 64), ((10, 12, 3), 32), ((50, 50, 3), 16)])
+def test_resize_rgb_gives_square_uint8(shape, size):
+    out = resize_rgb(noisy_rgb(*shape[:2], seed=5), size)
+    assert out.shape == (size, size, 3)
+    assert out.dtype == np.uint8
+
+
+def test_resize_rgb_keeps_a_uniform_colour():
+    arr = np.zeros((40, 2000, 3), dtype=np.uint8)
+    arr[...] = (10, 200, 30)
+    assert np.array_equal(resize_rgb(arr, 32), np.broadcast_to(np.array([10, 200, 30], dtype=np.uint8), (32, 32, 3)))
+
+
+def test_resize_rgb_at_target_size_returns_the_image_unchanged():
+    arr = noisy_rgb(16, 16, seed=6)
+    assert np.array_equal(resize_rgb(arr, 16), arr)
+
+
+def test_scale_to_uint8_maps_real_range_linearly():
+    out = scale_to_uint8(np.array([1000, 3000, 5000], dtype=np.uint16))
+    assert out.dtype == np.uint8
+    assert out.tolist() == [0, 128, 255]  # 127.5 rounds half up
+
+
+def test_scale_to_uint8_constant_image_is_zeros():
+    out = scale_to_uint8(np.full((3, 4), 7.5))
+    assert out.dtype == np.uint8 and out.shape == (3, 4)
+    assert not out.any()
+
+
+def test_scale_to_uint8_all_nan_raises():
+    with pytest.raises(ValueError, match="no finite pixel values"):
+        scale_to_uint8(np.full((2, 2), np.nan))
+
+
+def test_scale_to_uint8_all_inf_raises():
+    with pytest.raises(ValueError, match="no finite pixel values"):
+        scale_to_uint8(np.array([np.inf, -np.inf]))
+
+
+def test_scale_to_uint8_infinities_clip_and_nan_is_minimum():
+    out = scale_to_uint8(np.array([np.nan, -np.inf, 2.0, 4.0, 6.0, np.inf]))
+    assert out.tolist() == [0, 0, 0, 128, 255, 255]
+
+
+def test_scale_to_uint8_finite_range_ignores_infinities_and_nan():
+    out = scale_to_uint8(np.array([[np.inf, 1.0], [np.nan, 3.0]], dtype=np.float32))
+    assert out.tolist() == [[255, 0], [0, 255]]
+
+
+def test_gray_to_rgb_replicates_and_passes_colour_through():
+    gray = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    assert np.array_equal(gray_to_rgb(gray), rgb3(gray))
+    colour = noisy_rgb(2, 3, seed=7)
+    assert gray_to_rgb(colour) is colour
+
+
+def test_image_load_error_carries_path_and_reason(tmp_path):
+    err = ImageLoadError(tmp_path / "x.png", "because")
+    assert err.path == str(tmp_path / "x.png")
+    assert err.reason == "because"
+    assert str(err) == f"{tmp_path / 'x.png'}: because"

@@ -1,0 +1,423 @@
+"""Finding a collection's files, quarantining odd entries, manifests and shards (wormflow.inventory)."""
+
+from __future__ import annotations
+
+import builtins
+import collections
+import hashlib
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from wormflow import inventory
+from wormflow.inventory import Entry, Manifest, build_manifest, scan, sha256_file, stat_fingerprint
+
+BAD_UTF8_NAME = b"bad\xff.png"
+BAD_UTF8_RELPATH = os.fsdecode(BAD_UTF8_NAME)  # "bad\udcff.png" (surrogate escape)
+
+NORMAL = {
+    "a.png": b"alpha image bytes",
+    "b.jpg": b"bravo image bytes",
+    "wörm 🪱.png": b"unicode name is fine",
+    "sub/c.png": b"charlie image bytes",
+    "sub/deeper/d.tif": b"delta image bytes",
+}
+QUARANTINED = {
+    ".hidden.png": "hidden file",
+    ".hiddendir/e.png": "hidden file",
+    "sub/.f.png": "hidden file",
+    "link_passwd.png": "symbolic link",
+    "link_dir": "symbolic link",
+    "pipe.png": "not a regular file",
+    "empty.png": "empty file",
+    BAD_UTF8_RELPATH: "not valid UTF-8",
+}
+
+
+def write(root: Path, relpath: str, data: bytes) -> Path:
+    path = root / relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def rewrite_keeping_size_and_mtime(path: Path, data: bytes) -> None:
+    """Change a file's bytes (same size) and force its mtime back; wait until its ctime has moved."""
+    old = path.stat()
+    assert len(data) == old.st_size
+    deadline = time.monotonic() + 2
+    while True:
+        path.write_bytes(data)
+        os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))
+        if path.stat().st_ctime_ns != old.st_ctime_ns or time.monotonic() > deadline:
+            break
+        time.sleep(0.005)
+    new = path.stat()
+    assert (new.st_size, new.st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    root = tmp_path / "batch"
+    for relpath, data in NORMAL.items():
+        write(root, relpath, data)
+    write(root, ".hidden.png", b"hidden")
+    write(root, ".hiddendir/e.png", b"inside a hidden directory")
+    write(root, "sub/.f.png", b"hidden in a sub-directory")
+    write(root, "empty.png", b"")
+    os.symlink("/etc/passwd", root / "link_passwd.png")
+    os.symlink("sub", root / "link_dir")  # following it would list sub/ twice
+    os.mkfifo(root / "pipe.png")  # opening it would block
+    fd = os.open(os.fsencode(root) + b"/" + BAD_UTF8_NAME, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b"non-utf8 name")
+    os.close(fd)
+    return root
+
+
+@pytest.fixture
+def hash_calls(monkeypatch) -> list[str]:
+    """Count ``sha256_file`` calls made by ``build_manifest``."""
+    calls = []
+
+    def counting(path):
+        calls.append(Path(path).name)
+        return sha256_file(path)
+
+    monkeypatch.setattr(inventory, "sha256_file", counting)
+    return calls
+
+
+@pytest.fixture
+def trust_fresh_files(monkeypatch):
+    """The test files were written moments ago; let their cached hashes count as trustworthy.
+
+    (With the default margin they are racily clean and re-hashed: see ``test_recently_changed_files_are_rehashed``.)
+    """
+    monkeypatch.setattr(inventory, "RACY_MARGIN_NS", 0)
+
+
+def by_relpath(entries: list[Entry]) -> dict[str, Entry]:
+    return {e.relpath: e for e in entries}
+
+
+# --- scan -------------------------------------------------------------------------------------------
+
+
+def test_scan_lists_every_entry_exactly_once(tree):
+    relpaths = [e.relpath for e in scan(tree)]
+    assert collections.Counter(relpaths) == collections.Counter([*NORMAL, *QUARANTINED])
+
+
+def test_scan_lists_normal_files_as_candidates(tree):
+    entries = by_relpath(scan(tree))
+    for relpath, data in NORMAL.items():
+        assert entries[relpath].ok, relpath
+        assert entries[relpath].size == len(data)
+        assert entries[relpath].label == -1
+
+
+@pytest.mark.parametrize("relpath", sorted(QUARANTINED))
+def test_scan_quarantines_odd_entries_with_reason(tree, relpath):
+    entry = by_relpath(scan(tree))[relpath]
+    assert not entry.ok
+    assert QUARANTINED[relpath] in entry.quarantine
+
+
+def test_scan_never_follows_symlinks(tree):
+    entries = by_relpath(scan(tree))
+    assert entries["link_passwd.png"].size == len("/etc/passwd")  # the link itself, not its target
+    assert not any(relpath.startswith("link_dir/") for relpath in entries)
+
+
+def test_scan_opens_no_file(tree, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"file opened: {args[0]!r}")
+
+    monkeypatch.setattr(builtins, "open", refuse)
+    monkeypatch.setattr(io, "open", refuse)
+    monkeypatch.setattr(os, "open", refuse)
+    assert len(scan(tree)) == len(NORMAL) + len(QUARANTINED)
+    assert stat_fingerprint(tree)
+
+
+def test_scan_is_sorted_and_deterministic(tree):
+    first = [e.relpath for e in scan(tree)]
+    assert first == [e.relpath for e in scan(tree)]
+    assert first.index("sub/c.png") < first.index("sub/deeper/d.tif")
+
+
+def test_scan_quarantines_an_unreadable_directory(tree, monkeypatch):
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if Path(path).name == "deeper":
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(inventory.os, "scandir", scandir)
+    entries = by_relpath(scan(tree))
+    assert "unreadable directory" in entries["sub/deeper"].quarantine
+    assert "sub/deeper/d.tif" not in entries
+    assert entries["sub/c.png"].ok
+
+
+def test_scan_of_missing_collection_raises(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        scan(tmp_path / "no-such-batch")
+
+
+# --- stat fingerprint -------------------------------------------------------------------------------
+
+
+def test_fingerprint_is_stable_without_changes(tree):
+    first = stat_fingerprint(tree)
+    (tree / "a.png").read_bytes()  # reading is not a change
+    assert stat_fingerprint(tree) == first
+
+
+def test_fingerprint_changes_when_a_file_is_touched(tree):
+    before = stat_fingerprint(tree)
+    st = (tree / "sub/c.png").stat()
+    os.utime(tree / "sub/c.png", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert stat_fingerprint(tree) != before
+
+
+def test_fingerprint_changes_when_a_file_is_added(tree):
+    before = stat_fingerprint(tree)
+    write(tree, "sub/new.png", b"new")
+    assert stat_fingerprint(tree) != before
+
+
+def test_fingerprint_changes_when_a_file_is_removed(tree):
+    before = stat_fingerprint(tree)
+    (tree / "b.jpg").unlink()
+    assert stat_fingerprint(tree) != before
+
+
+def test_fingerprint_changes_when_content_changes_under_a_forged_mtime(tree):
+    before = stat_fingerprint(tree)
+    rewrite_keeping_size_and_mtime(tree / "a.png", b"ALPHA IMAGE BYTES")
+    assert stat_fingerprint(tree) != before
+
+
+# --- manifest and hashes ----------------------------------------------------------------------------
+
+
+def test_manifest_hashes_candidate_content(tree):
+    m = build_manifest(tree, labeled=False, shard_size=2)
+    entries = by_relpath(m.entries)
+    for relpath, data in NORMAL.items():
+        assert entries[relpath].sha256 == hashlib.sha256(data).hexdigest()
+    for relpath in QUARANTINED:
+        assert entries[relpath].sha256 == ""
+    assert sorted(e.relpath for e in m.candidates) == sorted(NORMAL)
+
+
+def test_manifest_reuses_hashes_of_unchanged_files(tree, hash_calls, trust_fresh_files):
+    first = build_manifest(tree, labeled=False, shard_size=2)
+    assert sorted(hash_calls) == sorted(Path(r).name for r in NORMAL)
+    hash_calls.clear()
+    second = build_manifest(tree, labeled=False, shard_size=2, previous=first)
+    assert hash_calls == []
+    assert [e.sha256 for e in second.entries] == [e.sha256 for e in first.entries]
+
+
+def test_manifest_rehashes_a_touched_file_only(tree, hash_calls, trust_fresh_files):
+    first = build_manifest(tree, labeled=False, shard_size=2)
+    st = (tree / "b.jpg").stat()
+    os.utime(tree / "b.jpg", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    hash_calls.clear()
+    second = build_manifest(tree, labeled=False, shard_size=2, previous=first)
+    assert hash_calls == ["b.jpg"]
+    assert second.content_digest() == first.content_digest()
+
+
+def test_manifest_detects_content_change_with_forged_mtime(tree, hash_calls, trust_fresh_files):
+    first = build_manifest(tree, labeled=False, shard_size=2)
+    rewrite_keeping_size_and_mtime(tree / "a.png", b"ALPHA IMAGE BYTES")
+    hash_calls.clear()
+    second = build_manifest(tree, labeled=False, shard_size=2, previous=first)
+    assert hash_calls == ["a.png"]
+    assert by_relpath(second.entries)["a.png"].sha256 == hashlib.sha256(b"ALPHA IMAGE BYTES").hexdigest()
+
+
+def test_recently_changed_files_are_rehashed(tree, hash_calls):
+    """A file changed within RACY_MARGIN_NS of the previous scan may keep its stat data; its hash is not trusted."""
+    first = build_manifest(tree, labeled=False, shard_size=2)
+    hash_calls.clear()
+    build_manifest(tree, labeled=False, shard_size=2, previous=first)
+    assert sorted(hash_calls) == sorted(Path(r).name for r in NORMAL)
+
+
+def test_stale_hash_with_identical_stat_is_not_reused_from_a_racy_scan(tree):
+    first = build_manifest(tree, labeled=False, shard_size=2)
+    path = tree / "a.png"
+    st = path.stat()
+    path.write_bytes(b"ALPHA IMAGE BYTES")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    # Simulate a coarse-timestamp file system where the rewrite left ctime unchanged.
+    stale = by_relpath(first.entries)["a.png"]
+    stale.ctime_ns = path.stat().st_ctime_ns
+    second = build_manifest(tree, labeled=False, shard_size=2, previous=first)
+    assert by_relpath(second.entries)["a.png"].sha256 == hashlib.sha256(b"ALPHA IMAGE BYTES").hexdigest()
+
+
+def test_manifest_without_scan_time_rehashes_everything(tree, hash_calls, trust_fresh_files):
+    first = build_manifest(tree, labeled=False, shard_size=2)
+    legacy = json.loads(first.to_json())
+    del legacy["scanned_ns"]
+    hash_calls.clear()
+    build_manifest(tree, labeled=False, shard_size=2, previous=Manifest.from_json(json.dumps(legacy)))
+    assert len(hash_calls) == len(NORMAL)
+
+
+def test_manifest_quarantines_a_file_that_cannot_be_read(tree, monkeypatch):
+    def vanished(path):
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr(inventory, "sha256_file", vanished)
+    m = build_manifest(tree, labeled=False, shard_size=2)
+    assert "cannot read file" in by_relpath(m.entries)["a.png"].quarantine
+    assert m.candidates == []
+
+
+def test_manifest_rejects_a_shard_size_below_one(tree):
+    with pytest.raises(ValueError, match="shard_size"):
+        build_manifest(tree, labeled=False, shard_size=0)
+
+
+def test_sha256_file_matches_hashlib(tmp_path):
+    data = os.urandom(3 * inventory.HASH_CHUNK // 2)
+    path = write(tmp_path, "big.bin", data)
+    assert sha256_file(path) == hashlib.sha256(data).hexdigest()
+
+
+# --- JSON round trip --------------------------------------------------------------------------------
+
+
+def test_manifest_json_round_trip(tree, tmp_path):
+    m = build_manifest(tree, labeled=False, shard_size=2)
+    text = m.to_json()
+    assert text.isascii()
+    assert Manifest.from_json(text) == m
+    m.write(tmp_path / "out" / "manifest.json")
+    again = Manifest.read(tmp_path / "out" / "manifest.json")
+    assert again == m
+    assert BAD_UTF8_RELPATH in {e.relpath for e in again.entries}
+
+
+def test_manifest_json_summary_fields(tree):
+    m = build_manifest(tree, labeled=False, shard_size=2)
+    data = json.loads(m.to_json())
+    assert data["n_files"] == len(NORMAL) + len(QUARANTINED)
+    assert data["n_quarantined"] == len(QUARANTINED)
+    assert data["n_shards"] == 3
+    assert data["shard_digests"] == [m.shard_digest(i) for i in range(3)]
+
+
+def test_manifest_with_unknown_version_is_refused(tree):
+    data = json.loads(build_manifest(tree, labeled=False, shard_size=2).to_json())
+    data["version"] = 999
+    with pytest.raises(ValueError, match="unsupported manifest version"):
+        Manifest.from_json(json.dumps(data))
+
+
+# --- shards -----------------------------------------------------------------------------------------
+
+
+def test_shards_partition_the_candidates_in_order(tree):
+    m = build_manifest(tree, labeled=False, shard_size=2)
+    assert m.n_shards == 3  # 5 candidates
+    shards = [m.shard(i) for i in range(m.n_shards)]
+    assert [len(s) for s in shards] == [2, 2, 1]
+    assert [e for s in shards for e in s] == m.candidates
+    assert m.shard(3) == []
+
+
+@pytest.mark.parametrize("n_files, shard_size, n_shards", [(0, 4, 0), (1, 4, 1), (4, 4, 1), (5, 4, 2), (8, 4, 2), (9, 1, 9)])
+def test_n_shards_rounds_up(tmp_path, n_files, shard_size, n_shards):
+    tmp_path.joinpath("c").mkdir()
+    for i in range(n_files):
+        write(tmp_path / "c", f"{i:02d}.png", b"x")
+    assert build_manifest(tmp_path / "c", labeled=False, shard_size=shard_size).n_shards == n_shards
+
+
+def test_shard_digests_are_stable_when_nothing_changes(tree):
+    first = build_manifest(tree, labeled=False, shard_size=2)
+    second = build_manifest(tree, labeled=False, shard_size=2, previous=first)
+    assert [first.shard_digest(i) for i in range(3)] == [second.shard_digest(i) for i in range(3)]
+
+
+def test_shard_digests_ignore_a_touch(tree):
+    first = build_manifest(tree, labeled=False, shard_size=2)
+    st = (tree / "a.png").stat()
+    os.utime(tree / "a.png", ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    second = build_manifest(tree, labeled=False, shard_size=2, previous=first)
+    assert [first.shard_digest(i) for i in range(3)] == [second.shard_digest(i) for i in range(3)]
+
+
+def test_content_change_changes_only_its_shard_digest(tree):
+    first = build_manifest(tree, labeled=False, shard_size=2)
+    changed = first.shard(1)[0].relpath
+    path = tree / changed
+    rewrite_keeping_size_and_mtime(path, path.read_bytes().upper())
+    second = build_manifest(tree, labeled=False, shard_size=2, previous=first)
+    changed_shards = [i for i in range(3) if first.shard_digest(i) != second.shard_digest(i)]
+    assert changed_shards == [1]
+    assert first.content_digest() != second.content_digest()
+
+
+# --- labeled splits ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def split(tmp_path) -> Path:
+    root = tmp_path / "train"
+    write(root, "no_wormed/n1.png", b"n1")
+    write(root, "no_wormed/n2.png", b"n2")
+    write(root, "wormed/w1.png", b"w1")
+    write(root, "wormed/nested/w2.png", b"w2")
+    write(root, "wormed/.w3.png", b"hidden")
+    write(root, "stray.png", b"stray")
+    write(root, "other/x.png", b"x")
+    write(root, "wormed_extra/y.png", b"y")
+    return root
+
+
+def test_labeled_files_get_their_class_label(split):
+    entries = by_relpath(scan(split, labeled=True))
+    assert {r: (e.label, e.ok) for r, e in entries.items() if e.ok} == {
+        "no_wormed/n1.png": (0, True),
+        "no_wormed/n2.png": (0, True),
+        "wormed/w1.png": (1, True),
+        "wormed/nested/w2.png": (1, True),
+    }
+
+
+@pytest.mark.parametrize("relpath", ["stray.png", "other/x.png", "wormed_extra/y.png"])
+def test_labeled_files_outside_class_directories_are_quarantined(split, relpath):
+    entry = by_relpath(scan(split, labeled=True))[relpath]
+    assert "outside a class directory" in entry.quarantine
+    assert entry.label == -1
+
+
+def test_labeled_hidden_file_keeps_hidden_reason(split):
+    assert "hidden file" in by_relpath(scan(split, labeled=True))["wormed/.w3.png"].quarantine
+
+
+def test_labels_enter_the_manifest_and_its_digests(split):
+    m = build_manifest(split, labeled=True, shard_size=10)
+    assert m.labeled
+    assert [(e.relpath, e.label) for e in m.candidates] == [
+        ("no_wormed/n1.png", 0),
+        ("no_wormed/n2.png", 0),
+        ("wormed/nested/w2.png", 1),
+        ("wormed/w1.png", 1),
+    ]
+    digest = m.shard_digest(0)
+    m.candidates[0].label = 1
+    assert m.shard_digest(0) != digest

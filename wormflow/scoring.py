@@ -1,0 +1,157 @@
+"""Scoring: a batch of ``uint8`` images → features, score, prediction, reconstructions and maps.
+
+The same code computes the dev-split features during training (to fit the
+combiner and the threshold) and scores batches afterwards, so what is tuned
+is exactly what runs.  Everything runs under ``torch.inference_mode``; on
+CUDA with bf16 autocast, in channels_last layout, on large batches.
+
+Input batches are ``(B, S, S, 3)`` ``uint8`` arrays as stored in the image
+stores; ``permute`` turns them into ``(B, 3, S, S)`` tensors that are already
+channels_last in memory, so no copy is made before the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .colour import colour_ratio
+from .decision import Combiner
+from .runtime import autocast
+from .transforms import normalize, to_uint8_image
+
+FEATURES = {
+    "vae": (["recon_error", "colour_ratio"], [True, False]),
+    "gan": (["recon_error", "feature_error", "disc_logit", "colour_ratio"], [True, True, False, False]),
+    "resnet50": (["logit"], [False]),
+}
+
+
+@dataclass
+class Outputs:
+    """Per-image results of one batch (numpy, on the CPU)."""
+
+    features: np.ndarray
+    score: np.ndarray | None = None
+    pred: np.ndarray | None = None
+    recon: np.ndarray | None = None
+    error_map: np.ndarray | None = None
+    colour_mask: np.ndarray | None = None
+
+
+def to_device_batch(images, device: torch.device) -> torch.Tensor:
+    """``(B, S, S, 3)`` uint8 (numpy or tensor) → ``(B, 3, S, S)`` uint8 channels_last tensor on ``device``."""
+    t = torch.as_tensor(images)
+    if device.type == "cuda":
+        t = t.pin_memory().to(device, non_blocking=True)
+    return t.permute(0, 3, 1, 2)
+
+
+def _maps(x: torch.Tensor, recon: torch.Tensor):
+    err = (recon.float() - x.float()).abs().mean(1)
+    error_map = (err * 127.5).clamp_(0, 255).round_().to(torch.uint8)
+    return to_uint8_image(recon).permute(0, 2, 3, 1), error_map
+
+
+def vae_outputs(model, x_u8: torch.Tensor, colour: dict) -> dict:
+    x = normalize(x_u8, channels_last=True)
+    with autocast(x.device):
+        recon, _, _ = model(x)
+    recon = recon.float()
+    rec_err = (recon - x).pow(2).mean((1, 2, 3))
+    ratio, mask = colour_ratio(x_u8, colour["alpha"], colour["beta"])
+    recon_u8, error_map = _maps(x, recon)
+    return {"features": torch.stack([rec_err, ratio], 1), "recon": recon_u8, "error_map": error_map, "colour_mask": mask}
+
+
+def gan_outputs(model, x_u8: torch.Tensor, colour: dict) -> dict:
+    x = normalize(x_u8, channels_last=True)
+    with autocast(x.device):
+        recon = model.generator(model.encoder(x))
+        d_logit, f_x = model.discriminator.forward_with_features(x)
+        _, f_r = model.discriminator.forward_with_features(recon)
+    recon = recon.float()
+    rec_err = (recon - x).pow(2).mean((1, 2, 3))
+    feat_err = (f_x.float() - f_r.float()).pow(2).mean((1, 2, 3))
+    ratio, mask = colour_ratio(x_u8, colour["alpha"], colour["beta"])
+    recon_u8, error_map = _maps(x, recon)
+    feats = torch.stack([rec_err, feat_err, d_logit.float(), ratio], 1)
+    return {"features": feats, "recon": recon_u8, "error_map": error_map, "colour_mask": mask}
+
+
+def resnet_outputs(model, x_u8: torch.Tensor) -> dict:
+    x = normalize(x_u8, channels_last=True)
+    with autocast(x.device):
+        logit = model(x).flatten()
+    return {"features": logit.float()[:, None]}
+
+
+class Scorer:
+    """A trained method ready to score batches."""
+
+    def __init__(
+        self,
+        method: str,
+        model: torch.nn.Module,
+        cfg: dict,
+        device: torch.device,
+        combiner: Combiner | None,
+        threshold: float | None,
+    ):
+        self.method = method
+        self.model = model.to(device).to(memory_format=torch.channels_last).eval()
+        self.cfg = cfg
+        self.device = device
+        self.combiner = combiner
+        self.threshold = threshold
+        self.image_size = int(cfg["image_size"])
+        self.feature_names, self.log_features = FEATURES[method]
+
+    @torch.inference_mode()
+    def raw(self, images) -> dict:
+        x_u8 = to_device_batch(images, self.device)
+        if self.method == "vae":
+            out = vae_outputs(self.model, x_u8, self.cfg["colour"])
+        elif self.method == "gan":
+            out = gan_outputs(self.model, x_u8, self.cfg["colour"])
+        else:
+            out = resnet_outputs(self.model, x_u8)
+        return {k: v.cpu().numpy() for k, v in out.items()}
+
+    def scores_from_features(self, features: np.ndarray) -> np.ndarray:
+        if self.method == "resnet50":
+            return 1.0 / (1.0 + np.exp(-np.clip(features[:, 0].astype(np.float64), -60, 60)))
+        if self.combiner is None:
+            raise RuntimeError(f"{self.method}: no fitted combiner")
+        return self.combiner(features)
+
+    def __call__(self, images) -> Outputs:
+        raw = self.raw(images)
+        score = self.scores_from_features(raw["features"]).astype(np.float32)
+        pred = (score >= self.threshold).astype(np.int8) if self.threshold is not None else None
+        mask = raw.get("colour_mask")
+        return Outputs(
+            features=raw["features"].astype(np.float32),
+            score=score,
+            pred=pred,
+            recon=raw.get("recon"),
+            error_map=raw.get("error_map"),
+            colour_mask=mask.astype(np.uint8) if mask is not None else None,
+        )
+
+    def features(self, images_iter) -> np.ndarray:
+        """Features of many batches, concatenated."""
+        feats = [self.raw(b)["features"] for b in images_iter]
+        return np.concatenate(feats) if feats else np.zeros((0, len(self.feature_names)), np.float32)
+
+
+def batches(images: np.ndarray, size: int):
+    for start in range(0, len(images), size):
+        yield images[start : start + size]
+
+
+def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(a.float(), b.float())

@@ -1,0 +1,408 @@
+"""HDF5 files: shard image stores, per-shard score files and the gathered batch file.
+
+Every file is written under a temporary name and renamed into place when
+complete (:mod:`wormflow.atomic`), and carries ``attrs["complete"] = True``
+set just before closing; :func:`open_complete` refuses a file without it.  A
+job killed mid-write therefore never leaves a file that a later step accepts.
+
+``HDF5_USE_FILE_LOCKING`` is set to ``FALSE`` before h5py is imported unless
+the environment already sets it: cluster filesystems (NFS, Lustre, GPFS) often
+cannot lock, and each file has exactly one writer (one job), so locking adds
+nothing.
+
+Layouts (also in the README):
+
+* **image store** (``shards/<k>.images.h5``): ``ids`` (str), ``labels``
+  (int8, -1 unlabeled), ``sha256`` (str), ``orig_hw`` (int32, N×2),
+  ``images/<size>`` (uint8, N×S×S×3) for each resolution the methods need,
+  ``quarantine/{ids,reasons}``.
+* **score shard** (``shards/<k>.<method>.h5``): ``ids``, ``score`` (float32),
+  ``pred`` (int8), ``features`` (float32, N×F, ``attrs["names"]``) and for
+  VAE/GAN ``recon`` (uint8, N×S×S×3), ``error_map`` (uint8, N×S×S, mean
+  absolute error ×127.5), ``colour_mask`` (uint8 0/1, N×S×S); attributes
+  ``method``, ``checkpoint_sha256``, ``threshold``, ``config_hash``,
+  ``package_version``, ``created_utc``.
+* **batch file** (``scores.h5``): ``images/{ids,paths,labels,sha256}``,
+  ``quarantine/{ids,reasons,stage}`` and one group per method with the score
+  shard's datasets (concatenated in shard order) plus ``ids`` and ``paths``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import zlib
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
+
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .atomic import atomic_path  # noqa: E402
+
+STR = h5py.string_dtype("utf-8")
+CHUNK_ROWS = 16
+DEFAULT_COMPRESSION = {"compression": "gzip", "compression_opts": 4}
+
+
+class IncompleteFileError(RuntimeError):
+    """An HDF5 file that was not completely written (or is not ours)."""
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def chunk_rows(shard_size: int) -> int:
+    """Rows per chunk, chosen so that shard boundaries fall on chunk boundaries (for zero-copy gathers)."""
+    return max(1, math.gcd(int(shard_size), CHUNK_ROWS))
+
+
+def compression_kwargs(cfg: dict | None) -> dict:
+    """h5py filter arguments from the ``hdf5`` config section."""
+    if not cfg:
+        return dict(DEFAULT_COMPRESSION)
+    name = cfg.get("compression", "gzip")
+    if name == "none":
+        return {}
+    if name == "gzip":
+        return {"compression": "gzip", "compression_opts": int(cfg.get("level", 4))}
+    return {"compression": name}
+
+
+@dataclass
+class Table:
+    """Column arrays written row-aligned into an HDF5 group."""
+
+    columns: dict
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+
+def _create(group: h5py.Group, name: str, data: np.ndarray, rows: int, filters: dict) -> h5py.Dataset:
+    data = np.asarray(data)
+    if data.dtype.kind in "OUS":
+        return group.create_dataset(name, data=np.asarray(data, dtype=object), dtype=STR)
+    if data.ndim >= 2 and data.shape[0] > 0:
+        return write_chunked(group, name, data, rows, filters)
+    return group.create_dataset(name, data=data)
+
+
+def _deflate_level(filters: dict) -> int | None:
+    if filters.get("compression") == "gzip" and not filters.get("shuffle"):
+        return int(filters.get("compression_opts", 4))
+    return None
+
+
+def write_chunked(group: h5py.Group, name: str, data: np.ndarray, rows: int, filters: dict) -> h5py.Dataset:
+    """Create a chunked dataset; with gzip, compress chunks in parallel threads (zlib releases the GIL).
+
+    The raw chunks are written with ``write_direct_chunk``; the result is an
+    ordinary gzip-filtered dataset that any HDF5 reader opens.  Compression,
+    not the GPU, is what limits scoring throughput otherwise.
+    """
+    data = np.ascontiguousarray(data)
+    n = data.shape[0]
+    rows = max(1, min(rows, n)) if n else 1
+    ds = group.create_dataset(name, shape=data.shape, dtype=data.dtype, chunks=(rows, *data.shape[1:]), **filters)
+    if n == 0:
+        return ds
+    level = _deflate_level(filters)
+    if level is None or n <= rows:
+        ds[...] = data
+        return ds
+    starts = list(range(0, n - n % rows, rows))
+    tail = (0,) * (data.ndim - 1)
+    for start, raw in zip(starts, _pool().map(lambda s: zlib.compress(data[s : s + rows].tobytes(), level), starts)):
+        ds.id.write_direct_chunk((start, *tail), raw)
+    if n % rows:
+        ds[n - n % rows :] = data[n - n % rows :]
+    return ds
+
+
+_POOL = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=max(1, min(16, len(os.sched_getaffinity(0)))))
+    return _POOL
+
+
+def write_table(group: h5py.Group, columns: dict, rows: int = CHUNK_ROWS, filters: dict | None = None) -> None:
+    for name, data in columns.items():
+        _create(group, name, data, rows, filters or {})
+
+
+def _mark_complete(f: h5py.File, kind: str, attrs: dict) -> None:
+    for k, v in attrs.items():
+        f.attrs[k] = v
+    f.attrs["format"] = kind
+    f.attrs["package_version"] = __version__
+    f.attrs["created_utc"] = utc_now()
+    f.attrs["complete"] = True
+
+
+def open_complete(path: str | os.PathLike, kind: str | None = None) -> h5py.File:
+    """Open an HDF5 file for reading, refusing it unless it was completely written."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise IncompleteFileError(f"{path}: not a readable HDF5 file ({exc})") from None
+    if not f.attrs.get("complete", False) or (kind and f.attrs.get("format") != kind):
+        f.close()
+        raise IncompleteFileError(f"{path}: incomplete or not a {kind or 'wormflow'} file")
+    return f
+
+
+def read_strings(ds: h5py.Dataset) -> list[str]:
+    return [s.decode("utf-8") if isinstance(s, bytes) else s for s in ds[()]] if ds.shape[0] else []
+
+
+# --------------------------------------------------------------------------- image store
+
+
+class ImageStoreWriter:
+    """Streams decoded images into an image store; call :meth:`add` then :meth:`close`."""
+
+    def __init__(self, path, sizes: Sequence[int], rows: int, filters: dict, attrs: dict):
+        self._ctx = atomic_path(path)
+        self._tmp = self._ctx.__enter__()
+        self.f = h5py.File(self._tmp, "w")
+        self.sizes = list(sizes)
+        self.rows = rows
+        self.filters = filters
+        self.attrs = attrs
+        self.meta = {"ids": [], "labels": [], "sha256": [], "orig_hw": []}
+        self.quarantine: list[tuple[str, str]] = []
+        grp = self.f.create_group("images")
+        self.ds = {
+            s: grp.create_dataset(
+                str(s), shape=(0, s, s, 3), maxshape=(None, s, s, 3), dtype=np.uint8, chunks=(rows, s, s, 3), **filters
+            )
+            for s in self.sizes
+        }
+        self._pending: dict[int, list[np.ndarray]] = {s: [] for s in self.sizes}
+
+    def add(self, relpath: str, label: int, sha256: str, orig_hw: tuple[int, int], images: dict[int, np.ndarray]) -> None:
+        self.meta["ids"].append(relpath)
+        self.meta["labels"].append(label)
+        self.meta["sha256"].append(sha256)
+        self.meta["orig_hw"].append(orig_hw)
+        for s in self.sizes:
+            self._pending[s].append(images[s])
+        if len(self._pending[self.sizes[0]]) >= self.rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write whole chunks at once, compressed in parallel (a row-by-row write would recompress each chunk)."""
+        blocks = {s: np.stack(b) for s, b in self._pending.items() if b}
+        if not blocks:
+            return
+        level = _deflate_level(self.filters)
+        for s, block in blocks.items():
+            ds = self.ds[s]
+            n = ds.shape[0]
+            ds.resize(n + len(block), axis=0)
+            if level is not None and len(block) == self.rows and n % self.rows == 0:
+                ds.id.write_direct_chunk((n, 0, 0, 0), zlib.compress(block.tobytes(), level))
+            else:
+                ds[n:] = block
+            self._pending[s] = []
+
+    def add_quarantine(self, relpath: str, reason: str) -> None:
+        self.quarantine.append((relpath, reason))
+
+    def close(self) -> None:
+        self._flush()
+        f = self.f
+        write_table(
+            f,
+            {
+                "ids": np.array(self.meta["ids"], dtype=object),
+                "labels": np.array(self.meta["labels"], dtype=np.int8),
+                "sha256": np.array(self.meta["sha256"], dtype=object),
+                "orig_hw": np.array(self.meta["orig_hw"], dtype=np.int32).reshape(-1, 2),
+            },
+        )
+        q = f.create_group("quarantine")
+        write_table(
+            q,
+            {
+                "ids": np.array([r for r, _ in self.quarantine], dtype=object),
+                "reasons": np.array([m for _, m in self.quarantine], dtype=object),
+            },
+        )
+        _mark_complete(f, "wormflow-images", {**self.attrs, "n_images": len(self.meta["ids"]), "sizes": self.sizes})
+        f.close()
+        self._ctx.__exit__(None, None, None)
+
+    def abort(self, exc) -> None:
+        self.f.close()
+        self._ctx.__exit__(type(exc), exc, None)
+
+
+@dataclass
+class ImageStore:
+    """A read-only view of an image store."""
+
+    path: str
+    ids: list[str]
+    labels: np.ndarray
+    sha256: list[str]
+    quarantine: list[tuple[str, str]]
+    attrs: dict
+
+    @classmethod
+    def open(cls, path) -> ImageStore:
+        with open_complete(path, "wormflow-images") as f:
+            return cls(
+                path=str(path),
+                ids=read_strings(f["ids"]),
+                labels=f["labels"][()],
+                sha256=read_strings(f["sha256"]),
+                quarantine=list(zip(read_strings(f["quarantine/ids"]), read_strings(f["quarantine/reasons"]))),
+                attrs=dict(f.attrs),
+            )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def iter_images(self, size: int, batch: int) -> Iterable[np.ndarray]:
+        """Yield ``(b, S, S, 3)`` uint8 arrays in order (one HDF5 read per batch)."""
+        with open_complete(self.path, "wormflow-images") as f:
+            ds = f["images"][str(size)]
+            for start in range(0, ds.shape[0], batch):
+                yield ds[start : start + batch]
+
+    def images(self, size: int) -> np.ndarray:
+        with open_complete(self.path, "wormflow-images") as f:
+            return f["images"][str(size)][()]
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def write_score_shard(path, columns: dict, attrs: dict, rows: int, filters: dict) -> None:
+    """Write one (method, shard) score file atomically."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        write_table(f, columns, rows, filters)
+        if "features" in f:
+            f["features"].attrs["names"] = np.array(attrs.pop("feature_names", []), dtype=object)
+        _mark_complete(f, "wormflow-scores", attrs)
+
+
+def _copy_dataset_chunks(src: h5py.Dataset, dst: h5py.Dataset, offset: int) -> None:
+    """Append ``src`` into ``dst`` at ``offset``; raw chunk copy (no recompression) where the chunk grids agree."""
+    n = src.shape[0]
+    if n == 0:
+        return
+    same_layout = (
+        src.chunks is not None
+        and src.chunks == dst.chunks
+        and src.compression == dst.compression
+        and src.compression_opts == dst.compression_opts
+        and offset % src.chunks[0] == 0
+    )
+    if same_layout:
+        rows = src.chunks[0]
+        tail = (0,) * (src.ndim - 1)
+        for start in range(0, n, rows):
+            if start + rows > n:  # partial last chunk: copy values
+                dst[offset + start : offset + n] = src[start:n]
+                break
+            filter_mask, raw = src.id.read_direct_chunk((start, *tail))
+            dst.id.write_direct_chunk((offset + start, *tail), raw, filter_mask)
+        return
+    dst[offset : offset + n] = src[()]
+
+
+def gather_scores(
+    out_path,
+    methods: Sequence[str],
+    store_paths: Sequence[str],
+    score_paths: dict[str, Sequence[str]],
+    manifest_quarantine: Sequence[tuple[str, str]],
+    source_root: str,
+    attrs: dict,
+    rows: int,
+    filters: dict,
+) -> dict:
+    """Concatenate per-shard image stores and score files of one collection into one file."""
+    stores = [ImageStore.open(p) for p in store_paths]
+    ids = [i for s in stores for i in s.ids]
+    labels = np.concatenate([s.labels for s in stores]) if stores else np.zeros(0, np.int8)
+    paths = [str(Path(source_root) / i) for i in ids]
+    quarantine = [(r, m, "manifest") for r, m in manifest_quarantine]
+    quarantine += [(r, m, "decode") for s in stores for r, m in s.quarantine]
+    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
+        img = f.create_group("images")
+        write_table(
+            img,
+            {
+                "ids": np.array(ids, dtype=object),
+                "paths": np.array(paths, dtype=object),
+                "labels": labels.astype(np.int8),
+                "sha256": np.array([h for s in stores for h in s.sha256], dtype=object),
+            },
+        )
+        q = f.create_group("quarantine")
+        write_table(
+            q,
+            {
+                "ids": np.array([r for r, _, _ in quarantine], dtype=object),
+                "reasons": np.array([m for _, m, _ in quarantine], dtype=object),
+                "stage": np.array([s for _, _, s in quarantine], dtype=object),
+            },
+        )
+        for method in methods:
+            _gather_method(f, method, ids, paths, score_paths[method], rows, filters)
+        _mark_complete(
+            f,
+            "wormflow-batch",
+            {**attrs, "n_scored": len(ids), "n_quarantined": len(quarantine), "methods": list(methods)},
+        )
+    return {"n_scored": len(ids), "n_quarantined": len(quarantine)}
+
+
+def _gather_method(
+    f: h5py.File, method: str, ids: list[str], paths: list[str], shard_files: Sequence[str], rows: int, filters: dict
+) -> None:
+    grp = f.create_group(method)
+    write_table(grp, {"ids": np.array(ids, dtype=object), "paths": np.array(paths, dtype=object)})
+    srcs = [open_complete(p, "wormflow-scores") for p in shard_files]
+    try:
+        got = [i for s in srcs for i in read_strings(s["ids"])]
+        if got != ids:
+            raise IncompleteFileError(f"{method}: score shards do not match the image stores' ids")
+        if srcs:
+            for k, v in srcs[0].attrs.items():
+                if k not in ("complete", "format", "created_utc", "shard"):
+                    grp.attrs[k] = v
+        grp.attrs["method"] = method
+        grp.attrs["created_utc"] = utc_now()
+        names = [n for n in (srcs[0].keys() if srcs else []) if n != "ids"]
+        for name in names:
+            first = srcs[0][name]
+            shape = (len(ids), *first.shape[1:])
+            kwargs = {}
+            if first.chunks is not None and len(ids):
+                kwargs = {"chunks": (min(rows, len(ids)), *first.shape[1:]), **filters}
+            dst = grp.create_dataset(name, shape=shape, dtype=first.dtype, **kwargs)
+            for k, v in first.attrs.items():
+                dst.attrs[k] = v
+            offset = 0
+            for s in srcs:
+                _copy_dataset_chunks(s[name], dst, offset)
+                offset += s[name].shape[0]
+    finally:
+        for s in srcs:
+            s.close()
