@@ -122,7 +122,10 @@ def get_stat_fingerprint(wildcards):
     """Cheap change detector (stat calls only); the manifest job then compares contents."""
     from wormflow.inventory import stat_fingerprint
 
-    return stat_fingerprint(collection_dir(wildcards.coll), labeled=get_is_labeled(wildcards))
+    root = collection_dir(wildcards.coll)
+    if not os.path.isdir(root):  # not generated yet (demo) or missing: the manifest job reports it
+        return "missing"
+    return stat_fingerprint(root, labeled=get_is_labeled(wildcards))
 
 
 def get_shard_digest(wildcards):

@@ -144,7 +144,7 @@ class ResumeState:
         return state
 
     def save(self, state: dict) -> None:
-        with atomic_path(self.path) as tmp:
+        with atomic_path(self.path, durable=False) as tmp:  # a lost resume file only means starting over
             torch.save({**state, "fingerprint": self.fingerprint, "package_version": __version__}, tmp)
 
     def remove(self) -> None:

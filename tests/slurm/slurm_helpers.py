@@ -1,0 +1,247 @@
+"""Helpers for the tests that run snakemake against a real (local) SLURM cluster.
+
+* :func:`run_snakemake` runs ``python -m snakemake`` with the SLURM profiles under
+  ``timeout -s INT``: SIGINT is the signal that makes a snakemake head process that
+  waits on SLURM stop (and scancel its jobs); SIGTERM does not. Output is captured
+  line by line with the elapsed time, so slow steps show up in a failure report.
+* :func:`sacct_jobs` reads the accounting records of one run (all jobs share the
+  job name ``<slurm-jobname-prefix>_<run uuid>``) and parses them into dicts.
+
+Usable outside pytest too, e.g. ``python -c 'import slurm_helpers as h; ...'``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+FIXTURE = HERE / "fixture"
+BASE_PROFILE = REPO / "profiles" / "slurm"  # the profile users run with
+TEST_PROFILE = HERE / "profile"  # test overlay: local partition, small sizes, fast polling
+START_SCRIPT = HERE / "start-local-slurm.sh"
+STOP_SCRIPT = HERE / "stop-local-slurm.sh"
+
+# sacct columns (all exist in SLURM 22.05). Comment goes last: it is free text
+# (the plugin writes "rule_<rule>_wildcards_<wildcards>") and may contain "|".
+SACCT_FIELDS = (
+    "JobIDRaw",
+    "JobName",
+    "State",
+    "ExitCode",
+    "Partition",
+    "Account",
+    "ReqMem",
+    "Timelimit",
+    "AllocTRES",
+    "Elapsed",
+    "Comment",
+)
+
+_RUN_ID_RE = re.compile(r"SLURM run ID: (\S+)")
+_SUBMITTED_RE = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (.+?)\)\.")
+_COMMENT_RE = re.compile(r"^rule_(?P<rule>.+?)(?:_wildcards_(?P<wildcards>.*))?$")
+
+
+def cluster_answers(timeout_s: float = 10) -> bool:
+    """True if ``sinfo`` is installed and a slurmctld answers it."""
+    if shutil.which("sinfo") is None:
+        return False
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%P %t"], capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0 and bool(proc.stdout.strip())
+
+
+@dataclass
+class Submission:
+    """One ``Job N has been submitted with SLURM jobid M (log: PATH).`` line."""
+
+    snakemake_jobid: int
+    slurm_jobid: str
+    log: str
+
+
+@dataclass
+class SnakemakeRun:
+    """The outcome of one :func:`run_snakemake` call."""
+
+    cmd: list[str]
+    cwd: Path
+    returncode: int
+    seconds: float
+    lines: list[tuple[float, str]] = field(repr=False)  # (seconds since start, line)
+
+    @property
+    def output(self) -> str:
+        """stdout and stderr, interleaved as snakemake wrote them."""
+        return "\n".join(line for _, line in self.lines)
+
+    @property
+    def timed_out(self) -> bool:
+        # timeout(1) exits 124 after delivering its signal, 137 after its -k SIGKILL
+        return self.returncode in (124, 137)
+
+    @property
+    def run_id(self) -> str | None:
+        """The SLURM job name shared by all jobs of this run (prefix + run uuid)."""
+        m = _RUN_ID_RE.search(self.output)
+        return m.group(1) if m else None
+
+    @property
+    def submissions(self) -> list[Submission]:
+        return [Submission(int(a), b, c) for a, b, c in _SUBMITTED_RE.findall(self.output)]
+
+    def timeline(self, limit: int = 400) -> str:
+        """The output with elapsed seconds in front of every line (for failure messages)."""
+        out = [f"{t:7.1f}s  {line}" for t, line in self.lines]
+        if len(out) > limit:
+            out = out[: limit // 4] + [f"... {len(out) - limit} lines left out ..."] + out[-(limit - limit // 4) :]
+        return "\n".join(out)
+
+    def describe(self) -> str:
+        return (
+            f"command: {' '.join(self.cmd)}\ncwd: {self.cwd}\nexit code: {self.returncode}"
+            f"{' (TIMED OUT, got SIGINT)' if self.timed_out else ''}; {self.seconds:.1f}s\n{self.timeline()}"
+        )
+
+
+def snakemake_env() -> dict[str, str]:
+    """Environment for the head process: the interpreter's bin/ (the venv) first on PATH.
+
+    The plugin starts the jobs with the head's ``sys.executable``, and ``sbatch
+    --export=ALL`` hands them this PATH, so shell rules find the venv's tools
+    in the job as well (the same as running snakemake from an activated venv).
+    """
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    # A stray SLURM_* (e.g. tests started inside an allocation) would leak into sbatch.
+    for key in [k for k in env if k.startswith("SLURM_")]:
+        del env[key]
+    env.pop("SNAKEMAKE_PROFILE", None)
+    return env
+
+
+def run_snakemake(
+    args: list[str] | tuple[str, ...] = (),
+    *,
+    cwd: Path | str,
+    profiles: list[Path | str] | tuple[Path | str, ...] = (BASE_PROFILE, TEST_PROFILE),
+    timeout_s: int = 300,
+    kill_after_s: int = 60,
+    log_file: Path | str | None = None,
+) -> SnakemakeRun:
+    """Run ``python -m snakemake --profile P1 --profile P2 ... ARGS`` in ``cwd``.
+
+    Wrapped in ``timeout -s INT -k kill_after_s timeout_s``: after ``timeout_s``
+    seconds snakemake gets SIGINT (cancels its SLURM jobs and exits), and SIGKILL
+    if it is still there ``kill_after_s`` later. Jobs of a killed run are then
+    cancelled here via their job name. ``--workflow-profile none`` keeps a
+    profiles/default/ next to a Snakefile from changing the test.
+    If ``log_file`` is given, the timed output is written there as well.
+    """
+    cwd = Path(cwd)
+    cmd = ["timeout", "-s", "INT", "-k", str(kill_after_s), str(timeout_s), sys.executable, "-m", "snakemake"]
+    for profile in profiles:
+        cmd += ["--profile", str(profile)]
+    cmd += ["--workflow-profile", "none", *map(str, args)]
+
+    t0 = time.monotonic()
+    lines: list[tuple[float, str]] = []
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=snakemake_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        start_new_session=True,  # our own process group: the backstop below can kill it whole
+    )
+
+    def backstop() -> None:  # only if timeout(1) itself failed to end things
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    timer = threading.Timer(timeout_s + kill_after_s + 30, backstop)
+    timer.start()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append((time.monotonic() - t0, line.rstrip("\n")))
+        returncode = proc.wait()
+    finally:
+        timer.cancel()
+    run = SnakemakeRun(cmd=cmd, cwd=cwd, returncode=returncode, seconds=time.monotonic() - t0, lines=lines)
+
+    if run.timed_out and run.run_id and shutil.which("scancel"):
+        subprocess.run(["scancel", "--name", run.run_id], capture_output=True, timeout=30)
+    if log_file is not None:
+        Path(log_file).write_text(run.describe() + "\n")
+    return run
+
+
+def _parse_tres(text: str) -> dict[str, str]:
+    """'billing=1,cpu=1,gres/gpu=1,mem=300M,node=1' -> {'cpu': '1', 'gres/gpu': '1', ...}"""
+    return dict(item.split("=", 1) for item in text.split(",") if "=" in item)
+
+
+def sacct_jobs(job_name: str, fields: tuple[str, ...] = SACCT_FIELDS, days: int = 2) -> list[dict]:
+    """Allocation records (``sacct -X``) of all jobs named ``job_name``, in job-id order.
+
+    Each dict has the raw ``fields`` plus, parsed from them:
+    ``tres`` (AllocTRES as a dict), ``rule`` and ``wildcards`` (from the plugin's
+    job comment ``rule_<rule>_wildcards_<wildcards>``; wildcards "" if none).
+    """
+    starttime = f"{datetime.now() - timedelta(days=days):%Y-%m-%dT%H:%M}"  # sacct's default is "since midnight"
+    cmd = [
+        "sacct",
+        "-X",
+        "--parsable2",
+        "--noheader",
+        f"--format={','.join(fields)}",
+        "--starttime",
+        starttime,
+        "--endtime",
+        "now",
+        "--name",
+        job_name,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    jobs = []
+    for line in proc.stdout.splitlines():
+        if not line.strip():
+            continue
+        values = line.split("|", len(fields) - 1)
+        job = dict(zip(fields, values))
+        if "AllocTRES" in job:
+            job["tres"] = _parse_tres(job["AllocTRES"])
+        m = _COMMENT_RE.match(job.get("Comment", ""))
+        job["rule"] = m.group("rule") if m else None
+        job["wildcards"] = (m.group("wildcards") or "") if m else None
+        jobs.append(job)
+    if "JobIDRaw" in fields:
+        jobs.sort(key=lambda j: int(j["JobIDRaw"]) if j["JobIDRaw"].isdigit() else 0)
+    return jobs
+
+
+def format_jobs(jobs: list[dict]) -> str:
+    """A compact table of sacct records, for assertion messages."""
+    keys = ("JobIDRaw", "rule", "wildcards", "State", "ExitCode", "ReqMem", "Timelimit", "AllocTRES", "Elapsed")
+    return "\n".join(" | ".join(str(j.get(k, "")) for k in keys) for j in jobs) or "(no jobs)"

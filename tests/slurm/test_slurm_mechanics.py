@@ -1,0 +1,260 @@
+"""End-to-end checks of wormflow's SLURM profile against a REAL SLURM cluster.
+
+The cluster is the single-node one of tests/slurm/start-local-slurm.sh (run it
+as root first; ~25 s from scratch, ~1 s when already up). The tiny fixture
+workflow tests/slurm/fixture/Snakefile has GPU rules named like wormflow's
+(train_vae, score_shard with a {shard} wildcard) and localrules (gather, all).
+Every run goes through the real profile plus the test overlay:
+
+    snakemake --profile profiles/slurm --profile tests/slurm/profile
+
+The cluster tests (marked `slurm`) are skipped unless WORMFLOW_SLURM=1 is set
+(CI: then a missing cluster is a failure, not a skip) or a SLURM cluster
+answers `sinfo`. Wall time ~2.5 min: each snakemake run is dominated by the
+executor plugin's polling and by the ~9 s a job needs to start snakemake
+twice inside its allocation. The profile-layering checks at the end need no
+cluster (dry runs, ~10 s) and always run.
+Each test copies the fixture into its own tmp_path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # slurm_helpers, whatever pytest's import mode
+
+from slurm_helpers import (  # noqa: E402
+    BASE_PROFILE,
+    FIXTURE,
+    REPO,
+    START_SCRIPT,
+    TEST_PROFILE,
+    cluster_answers,
+    format_jobs,
+    run_snakemake,
+    sacct_jobs,
+)
+
+REQUIRED = os.environ.get("WORMFLOW_SLURM") == "1"
+CLUSTER_UP = cluster_answers()  # once: a SLURM client call takes ~9 s when slurmctld is down
+
+# for the tests that submit to SLURM (use together with pytest.mark.slurm)
+needs_cluster = pytest.mark.skipif(
+    not REQUIRED and not CLUSTER_UP,
+    reason=(
+        "no SLURM cluster answers `sinfo`: start the local one with "
+        f"`sudo bash {START_SCRIPT.relative_to(REPO)}` "
+        "(or set WORMFLOW_SLURM=1 to make these tests fail instead of skip)"
+    ),
+)
+SITE_TEMPLATE = REPO / "profiles" / "slurm-site-template"
+
+GPU_RULES = {"train_vae", "score_shard"}  # in the fixture; the profiles give them gpu: 1
+LOCAL_RULES = {"gather", "all"}
+RUN_TIMEOUT_S = 240  # one fixture run takes 20-60 s; SIGINT after this
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Fails (rather than hangs) when WORMFLOW_SLURM=1 but nothing answers."""
+    if not CLUSTER_UP:
+        pytest.fail(f"WORMFLOW_SLURM=1 but no SLURM cluster answers `sinfo`; start it with `bash {START_SCRIPT}` (as root)")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A fresh copy of the fixture workflow."""
+    dest = tmp_path / "wf"
+    shutil.copytree(FIXTURE, dest)
+    return dest
+
+
+def _run(workdir: Path, *args: str, name: str):
+    run = run_snakemake(list(args), cwd=workdir, timeout_s=RUN_TIMEOUT_S, log_file=workdir.parent / f"{name}.log")
+    assert not run.timed_out, f"snakemake did not finish within {RUN_TIMEOUT_S}s\n{run.describe()}"
+    assert run.run_id, f"no 'SLURM run ID' in the output: was the slurm executor used?\n{run.describe()}"
+    print(f"{name}: exit {run.returncode} in {run.seconds:.1f}s, SLURM job name {run.run_id}")
+    return run
+
+
+def _job_info_wildcards(output: str, rule: str, snakemake_jobid: int) -> str | None:
+    """The 'wildcards:' line of the job-info block snakemake prints when it submits a job."""
+    for block in re.split(r"\n(?=\[\w{3} \w{3} )", output):  # blocks start with a "[Fri Nov 27 ...]" line
+        if re.search(rf"^rule {re.escape(rule)}:$", block, re.M) and re.search(rf"^\s+jobid: {snakemake_jobid}$", block, re.M):
+            m = re.search(r"^\s+wildcards: (.+)$", block, re.M)
+            return m.group(1) if m else None
+    return None
+
+
+def _error_blocks(output: str, rule: str) -> list[str]:
+    """All 'Error in rule RULE:' blocks (their indented lines) in snakemake's output."""
+    lines = output.splitlines()
+    blocks = []
+    for i, line in enumerate(lines):
+        if line == f"Error in rule {rule}:":
+            block = []
+            for body in lines[i + 1 :]:
+                if body and not body[0].isspace():
+                    break
+                block.append(body)
+            blocks.append("\n".join(block))
+    return blocks
+
+
+@pytest.mark.slurm
+@needs_cluster
+def test_gpu_and_wildcard_jobs_run_as_slurm_jobs(cluster, workdir: Path):
+    """(a) Every non-local job is a COMPLETED SLURM job; GPU rules were allocated gres/gpu."""
+    run = _run(workdir, name="run")
+    assert run.returncode == 0, run.describe()
+
+    jobs = sacct_jobs(run.run_id)
+    table = format_jobs(jobs)
+    submitted = {(j["rule"], j["wildcards"]) for j in jobs}
+    assert submitted == {("train_vae", ""), ("score_shard", "0"), ("score_shard", "1")}, table
+    assert not submitted & {(r, "") for r in LOCAL_RULES}, f"a localrule was submitted to SLURM:\n{table}"
+    for job in jobs:
+        assert job["State"] == "COMPLETED", table
+        assert job["Partition"] == "debug" and job["Account"] == "root", table
+        if job["rule"] in GPU_RULES:
+            assert job["tres"].get("gres/gpu") == "1", f"{job['rule']} got no GPU:\n{table}"
+    # the test overlay's sizes (attempt 1) reached sbatch
+    by_rule = {j["rule"]: j for j in jobs}
+    assert by_rule["train_vae"]["ReqMem"] == "300M" and by_rule["train_vae"]["Timelimit"] == "00:05:00", table
+    assert by_rule["score_shard"]["ReqMem"] == "250M", table
+
+    # The work ran inside the allocations (SLURM set CUDA_VISIBLE_DEVICES for the
+    # fake GPU); the localrule gather ran in the head process, outside SLURM.
+    ids = {j["JobIDRaw"] for j in jobs}
+    model = (workdir / "models/vae.txt").read_text().split()
+    assert "gpus=0" in model and model[0].removeprefix("job=") in ids, model
+    summary = (workdir / "summary.txt").read_text()
+    assert summary.count("gpus=0") == 2 and "gather_job=local" in summary, summary
+
+    # SLURM logs are kept under logs/slurm/rule_<rule>/<wildcards>/<jobid>.log
+    for job in jobs:
+        log = workdir / "logs/slurm" / f"rule_{job['rule']}" / job["wildcards"] / f"{job['JobIDRaw']}.log"
+        assert log.is_file(), f"missing SLURM log {log}"
+
+
+@pytest.mark.slurm
+@needs_cluster
+def test_failure_is_retried_reported_and_resumed(cluster, workdir: Path):
+    """(b) score_shard {shard=1} fails twice: the profile's retries: 1 resubmits it
+    with doubled mem/runtime (attempt 2); the final failure is reported with the
+    rule, its wildcards, the SLURM job id and the log paths; keep-going lets the
+    rest finish; a rerun submits only that job, which then succeeds."""
+    first = _run(workdir, "--config", "fail_shard=1", "fail_times=2", name="run-fail")
+    assert first.returncode != 0, first.describe()
+    out = first.output
+
+    jobs = sacct_jobs(first.run_id)
+    table = format_jobs(jobs)
+    others = sorted((j["rule"], j["wildcards"], j["State"]) for j in jobs if (j["rule"], j["wildcards"]) != ("score_shard", "1"))
+    assert others == [("score_shard", "0", "COMPLETED"), ("train_vae", "", "COMPLETED")], table
+    failed = [j for j in jobs if (j["rule"], j["wildcards"]) == ("score_shard", "1")]
+    assert [j["State"] for j in failed] == ["FAILED", "FAILED"], table
+    # resources grow with `attempt` (test overlay: mem_mb 250 * attempt, runtime 5 * attempt)
+    assert [j["ReqMem"] for j in failed] == ["250M", "500M"], table
+    assert [j["Timelimit"] for j in failed] == ["00:05:00", "00:10:00"], table
+    assert all(j["tres"].get("gres/gpu") == "1" for j in failed), table
+    assert "Trying to restart job" in out, first.describe()
+
+    # the report of the final failure (the retry's SLURM job)
+    last = failed[-1]["JobIDRaw"]
+    (sub,) = [s for s in first.submissions if s.slurm_jobid == last]
+    slurm_log = f"logs/slurm/rule_score_shard/1/{last}.log"  # logs/slurm/rule_<rule>/<wildcards>/<jobid>.log
+    assert sub.log.endswith(slurm_log), sub
+    blocks = [b for b in _error_blocks(out, "score_shard") if f"external_jobid: {last}" in b]
+    assert len(blocks) == 1, f"no 'Error in rule score_shard' block for SLURM job {last}\n{first.describe()}"
+    block = blocks[0]
+    assert f"SLURM-job '{last}' failed, SLURM status is: 'FAILED'" in block, block
+    assert f"jobid: {sub.snakemake_jobid}" in block, block
+    assert slurm_log in block and "logs/score_shard/1.log" in block and "scores/shard_1.txt" in block, block
+    # snakemake's error block has no 'wildcards:' line; the job-info block it
+    # printed when submitting that job (same snakemake jobid) has
+    assert _job_info_wildcards(out, "score_shard", sub.snakemake_jobid) == "shard=1", first.describe()
+    # show-failed-logs prints the rule's own log
+    assert "score_shard 1: failing on purpose (2 of 2)" in out, first.describe()
+    assert (workdir / "scores/shard_0.txt").exists(), "keep-going: the other shard must still finish"
+    assert not (workdir / "summary.txt").exists()
+
+    # rerun: only the failed job is submitted (attempt 1 again), and it passes now
+    second = _run(workdir, "--config", "fail_shard=1", "fail_times=2", name="run-resume")
+    assert second.returncode == 0, second.describe()
+    jobs = sacct_jobs(second.run_id)
+    assert [(j["rule"], j["wildcards"], j["State"], j["ReqMem"]) for j in jobs] == [("score_shard", "1", "COMPLETED", "250M")], (
+        format_jobs(jobs)
+    )
+    assert "gather_job=local" in (workdir / "summary.txt").read_text()
+
+
+# --------------------------------------------------------------------------
+# Profile layering: dry runs and static checks, no cluster needed.
+# --------------------------------------------------------------------------
+
+GPU_RULES_ALL = {"train_vae", "train_gan", "train_resnet50", "score_shard"}  # wormflow's GPU rules
+SITE_FIELDS = {"slurm_partition", "slurm_account", "qos", "constraint", "gpu_model", "cpus_per_gpu"}
+
+
+def _load(profile: Path) -> dict:
+    return yaml.safe_load((profile / "config.yaml").read_text())
+
+
+def _dry_run_resources(workdir: Path, *profiles: Path) -> dict[str, dict[str, str]]:
+    """rule -> the resources snakemake -n shows for its (first) job."""
+    run = run_snakemake(["-n"], cwd=workdir, profiles=profiles, timeout_s=120)
+    assert run.returncode == 0, run.describe()
+    resources: dict[str, dict[str, str]] = {}
+    rule = None
+    for line in run.output.splitlines():
+        if m := re.match(r"^(?:local)?rule (\w+):$", line):
+            rule = m.group(1)
+        elif (m := re.match(r"^\s+resources: (.+)$", line)) and rule and rule not in resources:
+            resources[rule] = dict(item.split("=", 1) for item in m.group(1).split(", "))
+    return resources
+
+
+def test_profiles_layer_as_documented(workdir: Path):
+    """A later --profile replaces whole top-level keys; attempt-1 values reach the jobs."""
+    base = _dry_run_resources(workdir, BASE_PROFILE)
+    assert base["train_vae"]["gpu"] == "1" and base["score_shard"]["gpu"] == "1", base
+    assert (base["train_vae"]["mem_mb"], base["train_vae"]["runtime"]) == ("16000", "240"), base
+    assert (base["score_shard"]["mem_mb"], base["score_shard"]["runtime"]) == ("8000", "30"), base
+    assert "gpu" not in base["gather"] and "slurm_partition" not in base["train_vae"], base
+
+    site = _dry_run_resources(workdir, BASE_PROFILE, SITE_TEMPLATE)
+    for rule in ("train_vae", "score_shard", "gather"):
+        assert site[rule]["slurm_partition"] == "<PARTITION>" and site[rule]["slurm_account"] == "<ACCOUNT>", site
+    assert site["train_vae"]["gpu"] == "1" and site["train_vae"]["mem_mb"] == "16000", site
+
+    test = _dry_run_resources(workdir, BASE_PROFILE, TEST_PROFILE)
+    assert test["train_vae"]["slurm_partition"] == "debug" and test["train_vae"]["mem_mb"] == "300", test
+    assert test["score_shard"]["gpu"] == "1", test
+
+
+def test_site_specifics_only_in_site_profiles():
+    """profiles/slurm is site-neutral; the overlays repeat its GPU rules in full."""
+    base, site, test = _load(BASE_PROFILE), _load(SITE_TEMPLATE), _load(TEST_PROFILE)
+    for name, prof in (("profiles/slurm", base), ("site template", site), ("test overlay", test)):
+        assert "config" not in prof, f"{name}: workflow config belongs in config.yaml, not in a profile"
+        assert set(prof["set-resources"]) == set(base["set-resources"]), f"{name}: set-resources rules differ from profiles/slurm"
+        gpu_rules = {rule for rule, res in prof["set-resources"].items() if res.get("gpu") == 1}
+        assert gpu_rules == GPU_RULES_ALL, name
+    assert base["executor"] == site["executor"] == "slurm"
+    assert not SITE_FIELDS & set(base["default-resources"]), "site fields in profiles/slurm default-resources"
+    assert not any(SITE_FIELDS & set(r) for r in base["set-resources"].values()), "site fields in profiles/slurm set-resources"
+    assert "slurm-qos" not in base
+    assert {"slurm_partition", "slurm_account"} <= set(site["default-resources"])
+    # the site overlay replaces these blocks whole: its sizes must match profiles/slurm's
+    for key in ("mem_mb", "runtime"):
+        assert site["default-resources"][key] == base["default-resources"][key], key
+        for rule in base["set-resources"]:
+            assert site["set-resources"][rule][key] == base["set-resources"][rule][key], (rule, key)
