@@ -1,11 +1,15 @@
 # wormflow: train, run and compare three worm-image analysis methods.
 # See README.md; the rules live in rules/, the code in the wormflow package.
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The default config sits beside this Snakefile, so the workflow runs from any working directory
+# (snakemake -s /path/to/Snakefile --directory /scratch/run); overlays come with --configfile.
+configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "rules/common.smk"
@@ -16,6 +20,6 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         get_final_output(),
-    default_target: True

@@ -104,6 +104,10 @@ def shard_stores(coll):
 # ----------------------------------------------------------------- input functions and params
 
 
+def get_demo_root(wildcards, output):
+    return os.path.dirname(output.labeled)
+
+
 def get_manifest_input(wildcards):
     if not DEMO_INPUTS:
         return []
@@ -123,7 +127,9 @@ def get_stat_fingerprint(wildcards):
     from wormflow.inventory import stat_fingerprint
 
     root = collection_dir(wildcards.coll)
-    if not os.path.isdir(root):  # not generated yet (demo) or missing: the manifest job reports it
+    if not os.path.isdir(
+        root
+    ):  # not generated yet (demo) or missing: the manifest job reports it
         return "missing"
     return stat_fingerprint(root, labeled=get_is_labeled(wildcards))
 
@@ -144,7 +150,10 @@ def get_training_stores(wildcards):
 def get_training_data_digest(wildcards):
     """Content of the train and dev splits (a change retrains; a rebuilt store alone does not)."""
     return wfh.section_digest(
-        {s: wfh.manifest_summary(checked_manifest(f"labeled/{s}"))["shard_digests"] for s in ("train", "dev")}
+        {
+            s: wfh.manifest_summary(checked_manifest(f"labeled/{s}"))["shard_digests"]
+            for s in ("train", "dev")
+        }
     )
 
 
@@ -154,13 +163,18 @@ def get_gather_input(wildcards):
     return {
         "manifest": ancient(checked_manifest(coll)),
         "stores": ancient([store_path(coll, k) for k in shards]),
-        "scores": [score_shard_path(coll, k, m, PRIMARY_SEED) for m in METHODS for k in shards],
+        "scores": [
+            score_shard_path(coll, k, m, PRIMARY_SEED) for m in METHODS for k in shards
+        ],
     }
 
 
 def get_gather_score_map(wildcards):
     shards = range(n_shards(wildcards.coll))
-    return {m: [score_shard_path(wildcards.coll, k, m, PRIMARY_SEED) for k in shards] for m in METHODS}
+    return {
+        m: [score_shard_path(wildcards.coll, k, m, PRIMARY_SEED) for k in shards]
+        for m in METHODS
+    }
 
 
 def get_collection_digest(wildcards):
@@ -172,7 +186,12 @@ def get_evaluate_input(wildcards):
     shards = range(n_shards(coll))
     return {
         "test": f"{RESULTS}/labeled/test/scores.h5",
-        "seed_scores": [score_shard_path(coll, k, m, s) for m in METHODS for s in SEEDS for k in shards],
+        "seed_scores": [
+            score_shard_path(coll, k, m, s)
+            for m in METHODS
+            for s in SEEDS
+            for k in shards
+        ],
         "models": [model_path(m, s) for m in METHODS for s in SEEDS],
         "dev_stores": shard_stores("labeled/dev"),
         "test_stores": shard_stores(coll),
@@ -182,7 +201,11 @@ def get_evaluate_input(wildcards):
 def get_seed_score_map(wildcards):
     shards = range(n_shards("labeled/test"))
     return {
-        m: {str(s): [score_shard_path("labeled/test", k, m, s) for k in shards] for s in SEEDS} for m in METHODS
+        m: {
+            str(s): [score_shard_path("labeled/test", k, m, s) for k in shards]
+            for s in SEEDS
+        }
+        for m in METHODS
     }
 
 

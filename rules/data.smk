@@ -5,11 +5,13 @@ rule demo_data:
     output:
         labeled=directory(f"{DEMO_DIR}/labeled"),
         batches=directory(f"{DEMO_DIR}/batches"),
-    params:
-        out=DEMO_DIR,
-        demo=config["demo"],
     log:
         f"{RESULTS}/logs/demo_data.log",
+    conda:
+        "../envs/data.yaml"
+    params:
+        out=get_demo_root,
+        demo=config["demo"],
     script:
         "../scripts/demo_data.py"
 
@@ -19,13 +21,15 @@ checkpoint manifest:
         get_manifest_input,
     output:
         f"{RESULTS}/{{coll}}/manifest.json",
+    log:
+        f"{RESULTS}/logs/manifest/{{coll}}.log",
+    conda:
+        "../envs/data.yaml"
     params:
         root=get_collection_dir,
         labeled=get_is_labeled,
         fingerprint=get_stat_fingerprint,
         shard_size=config["shard_size"],
-    log:
-        f"{RESULTS}/logs/manifest/{{coll}}.log",
     script:
         "../scripts/manifest.py"
 
@@ -35,18 +39,20 @@ rule decode_shard:
         manifest=ancient(f"{RESULTS}/{{coll}}/manifest.json"),
     output:
         f"{RESULTS}/{{coll}}/shards/{{shard}}.images.h5",
+    log:
+        f"{RESULTS}/logs/decode_shard/{{coll}}/{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/decode_shard/{{coll}}/{{shard}}.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: config["decode"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         digest=get_shard_digest,
         sizes=IMAGE_SIZES,
         decode=config["decode"],
         hdf5=config["hdf5"],
-    threads: config["decode"]["threads"]
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    log:
-        f"{RESULTS}/logs/decode_shard/{{coll}}/{{shard}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/decode_shard/{{coll}}/{{shard}}.tsv"
     script:
         "../scripts/decode_shard.py"

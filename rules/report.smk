@@ -7,13 +7,15 @@ rule evaluate:
     output:
         json=f"{RESULTS}/eval/metrics.json",
         csv=f"{RESULTS}/eval/metrics.csv",
+    log:
+        f"{RESULTS}/logs/evaluate.log",
+    conda:
+        "../envs/report.yaml"
     params:
         seed_scores=get_seed_score_map,
         models=get_model_map,
         evaluation=config["evaluation"],
         published=config["report"]["published_f1"],
-    log:
-        f"{RESULTS}/logs/evaluate.log",
     script:
         "../scripts/evaluate.py"
 
@@ -25,14 +27,16 @@ rule ledger:
         models=get_primary_models,
     output:
         f"{RESULTS}/batches.tsv",
+    log:
+        f"{RESULTS}/logs/ledger.log",
+    conda:
+        "../envs/report.yaml"
     params:
         batches=BATCHES,
         rejected=REJECTED_BATCHES,
         methods=METHODS,
         benchmarks=f"{RESULTS}/benchmarks",
         drift=config["drift"],
-    log:
-        f"{RESULTS}/logs/ledger.log",
     script:
         "../scripts/ledger.py"
 
@@ -43,13 +47,15 @@ rule report:
     output:
         html=f"{RESULTS}/report.html",
         json=f"{RESULTS}/report.json",
+    log:
+        f"{RESULTS}/logs/report.log",
+    conda:
+        "../envs/report.yaml"
     params:
         config=config,
         methods=METHODS,
         batches=BATCHES,
         rejected=REJECTED_BATCHES,
         benchmarks=f"{RESULTS}/benchmarks",
-    log:
-        f"{RESULTS}/logs/report.log",
     script:
         "../scripts/report.py"

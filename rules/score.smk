@@ -8,20 +8,22 @@ rule score_shard:
         model=f"{RESULTS}/models/{{method}}/seed{{seed}}/model.pt",
     output:
         temp(f"{RESULTS}/{{coll}}/shards/{{shard}}.{{method}}.seed{{seed}}.h5"),
-    params:
-        digest=get_shard_digest,
-        scoring=config["scoring"],
-        shard_size=config["shard_size"],
-        hdf5=config["hdf5"],
+    log:
+        f"{RESULTS}/logs/score_shard/{{coll}}/{{shard}}.{{method}}.seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/score_shard/{{coll}}/{{shard}}.{{method}}.seed{{seed}}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 2
     resources:
         gpu=SCORE_GPUS,
         mem_mb=8000,
         runtime=30,
-    log:
-        f"{RESULTS}/logs/score_shard/{{coll}}/{{shard}}.{{method}}.seed{{seed}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/score_shard/{{coll}}/{{shard}}.{{method}}.seed{{seed}}.tsv"
+    params:
+        digest=get_shard_digest,
+        scoring=config["scoring"],
+        shard_size=config["shard_size"],
+        hdf5=config["hdf5"],
     script:
         "../scripts/score_shard.py"
 
@@ -31,14 +33,16 @@ rule gather:
         unpack(get_gather_input),
     output:
         f"{RESULTS}/{{coll}}/scores.h5",
+    log:
+        f"{RESULTS}/logs/gather/{{coll}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/gather/{{coll}}.tsv"
+    conda:
+        "../envs/data.yaml"
     params:
         digest=get_collection_digest,
         score_map=get_gather_score_map,
         shard_size=config["shard_size"],
         hdf5=config["hdf5"],
-    log:
-        f"{RESULTS}/logs/gather/{{coll}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/gather/{{coll}}.tsv"
     script:
         "../scripts/gather.py"

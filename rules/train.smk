@@ -10,21 +10,23 @@ rule train_vae:
         model=protected(f"{RESULTS}/models/vae/seed{{seed}}/model.pt"),
         history=f"{RESULTS}/models/vae/seed{{seed}}/history.csv",
         tensorboard=directory(f"{RESULTS}/models/vae/seed{{seed}}/tensorboard"),
+    log:
+        f"{RESULTS}/logs/train/vae/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/vae/seed{{seed}}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=TRAIN_GPUS,
+        mem_mb=16000,
+        runtime=240,
     params:
         method="vae",
         cfg=config["methods"]["vae"],
         training=config["training"],
         data=get_training_data_digest,
         code=CODE_DIGEST,
-    threads: 2
-    resources:
-        gpu=TRAIN_GPUS,
-        mem_mb=16000,
-        runtime=240,
-    log:
-        f"{RESULTS}/logs/train/vae/seed{{seed}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/train/vae/seed{{seed}}.tsv"
     script:
         "../scripts/train.py"
 
@@ -34,16 +36,16 @@ use rule train_vae as train_gan with:
         model=protected(f"{RESULTS}/models/gan/seed{{seed}}/model.pt"),
         history=f"{RESULTS}/models/gan/seed{{seed}}/history.csv",
         tensorboard=directory(f"{RESULTS}/models/gan/seed{{seed}}/tensorboard"),
+    log:
+        f"{RESULTS}/logs/train/gan/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/gan/seed{{seed}}.tsv"
     params:
         method="gan",
         cfg=config["methods"]["gan"],
         training=config["training"],
         data=get_training_data_digest,
         code=CODE_DIGEST,
-    log:
-        f"{RESULTS}/logs/train/gan/seed{{seed}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/train/gan/seed{{seed}}.tsv"
 
 
 use rule train_vae as train_resnet50 with:
@@ -51,13 +53,13 @@ use rule train_vae as train_resnet50 with:
         model=protected(f"{RESULTS}/models/resnet50/seed{{seed}}/model.pt"),
         history=f"{RESULTS}/models/resnet50/seed{{seed}}/history.csv",
         tensorboard=directory(f"{RESULTS}/models/resnet50/seed{{seed}}/tensorboard"),
+    log:
+        f"{RESULTS}/logs/train/resnet50/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/resnet50/seed{{seed}}.tsv"
     params:
         method="resnet50",
         cfg=config["methods"]["resnet50"],
         training=config["training"],
         data=get_training_data_digest,
         code=CODE_DIGEST,
-    log:
-        f"{RESULTS}/logs/train/resnet50/seed{{seed}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/train/resnet50/seed{{seed}}.tsv"

@@ -1,5 +1,9 @@
 """Decode one shard's images once into an HDF5 image store."""
 
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # noqa: F821 - the repository's package, also in --sdm conda envs
+
 from wormflow.pipeline import decode_shard_step
 from wormflow.smk import run
 

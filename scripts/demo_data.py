@@ -1,5 +1,9 @@
 """Generate the synthetic demo data set (labeled split + batches)."""
 
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # noqa: F821 - the repository's package, also in --sdm conda envs
+
 from wormflow.demo import generate_demo
 from wormflow.smk import run
 

@@ -1,5 +1,9 @@
 """Evaluate every method (and the dark-pixel baseline) on the labeled test split."""
 
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # noqa: F821 - the repository's package, also in --sdm conda envs
+
 from wormflow.evaluate import evaluate_step
 from wormflow.smk import run
 

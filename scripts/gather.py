@@ -1,5 +1,9 @@
 """Concatenate a collection's shard stores and score shards into scores.h5."""
 
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # noqa: F821 - the repository's package, also in --sdm conda envs
+
 from wormflow.pipeline import gather_step
 from wormflow.smk import run
 

@@ -1,5 +1,9 @@
 """Write results/batches.tsv: one row per imaging batch (counts, flagged shares, drift, time)."""
 
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # noqa: F821 - the repository's package, also in --sdm conda envs
+
 from wormflow.ledger import ledger_step
 from wormflow.smk import run
 

@@ -1,5 +1,9 @@
 """List a collection's files, hash their contents and assign shards."""
 
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # noqa: F821 - the repository's package, also in --sdm conda envs
+
 from wormflow.pipeline import manifest_step
 from wormflow.smk import run
 

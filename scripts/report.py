@@ -1,7 +1,10 @@
 """Render results/report.html (self-contained, Jinja2 with autoescape) and its JSON sidecar."""
 
-from wormflow.report import report_step
+import sys
 
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # noqa: F821 - the repository's package, also in --sdm conda envs
+
+from wormflow.report import report_step
 from wormflow.smk import run
 
 

@@ -1,5 +1,9 @@
 """Score one shard's image store with one trained method."""
 
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # noqa: F821 - the repository's package, also in --sdm conda envs
+
 from wormflow.pipeline import score_shard_step
 from wormflow.smk import run
 

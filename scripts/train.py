@@ -1,5 +1,9 @@
 """Train one method for one seed; resumes from resume.pt after an interruption."""
 
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # noqa: F821 - the repository's package, also in --sdm conda envs
+
 from pathlib import Path
 
 from wormflow.smk import run

@@ -268,7 +268,7 @@ def test_scorer_outputs_and_stored_threshold(vae_artifact, real32):
     scorer = scorer_from_artifact(art, "cpu")
     out = scorer(dv.images[:10])
     assert out.score.shape == (10,) and out.score.dtype == np.float32
-    assert out.features.shape == (10, 2)
+    assert out.features.shape == (10, 3)
     assert out.recon.shape == (10, 32, 32, 3) and out.recon.dtype == np.uint8
     assert out.error_map.shape == (10, 32, 32) and out.colour_mask.shape == (10, 32, 32)
     np.testing.assert_array_equal(out.pred, (out.score >= art["threshold"]).astype(np.int8))

@@ -26,6 +26,7 @@ def atomic_path(target: str | os.PathLike, *, durable: bool = True) -> Iterator[
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are shared with the lab like any file
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -38,6 +39,12 @@ def atomic_path(target: str | os.PathLike, *, durable: bool = True) -> Iterator[
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:

@@ -179,8 +179,8 @@ def _store_images(paths: list[str], size: int) -> tuple[list[str], np.ndarray, n
 
 
 def _method_block(method: str, seed_paths: dict, model_paths: dict, test_ids, test_labels, n_boot: int) -> dict:
+    from .artifact import load_artifact
     from .inventory import sha256_file as file_sha256
-    from .train import load_artifact
 
     label_of = dict(zip(test_ids, test_labels))
     seeds = list(seed_paths)

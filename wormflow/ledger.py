@@ -87,7 +87,7 @@ def ledger_step(
     bench_root: str,
     out: str,
 ) -> list[dict]:
-    from .train import load_artifact
+    from .artifact import load_artifact
 
     dev_scores = {}
     for m, p in zip(methods, model_paths):

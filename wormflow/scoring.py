@@ -12,22 +12,31 @@ channels_last in memory, so no copy is made before the model.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .colour import colour_ratio
 from .decision import Combiner
 from .runtime import autocast
 from .transforms import normalize, to_uint8_image
 
+# Per-method features (name, log-transformed before the combination).  ``recon_error`` is the
+# report's mean squared reconstruction error; ``recon_error_q`` a high quantile (``error_quantile``,
+# default 0.99) of the per-pixel error map: worms are small, local structures, so the image's worst
+# reconstructed pixels say more than its average (the usual image score of anomaly maps).
+# The colour ratio is always the last column.
 FEATURES = {
-    "vae": (["recon_error", "colour_ratio"], [True, False]),
-    "gan": (["recon_error", "feature_error", "disc_logit", "colour_ratio"], [True, True, False, False]),
+    "vae": (["recon_error", "recon_error_q", "colour_ratio"], [True, True, False]),
+    "gan": (
+        ["recon_error", "recon_error_q", "feature_error", "disc_logit", "colour_ratio"],
+        [True, True, True, False, False],
+    ),
     "resnet50": (["logit"], [False]),
 }
+DEFAULT_ERROR_QUANTILE = 0.99
 
 
 @dataclass
@@ -50,36 +59,42 @@ def to_device_batch(images, device: torch.device) -> torch.Tensor:
     return t.permute(0, 3, 1, 2)
 
 
-def _maps(x: torch.Tensor, recon: torch.Tensor):
-    err = (recon.float() - x.float()).abs().mean(1)
-    error_map = (err * 127.5).clamp_(0, 255).round_().to(torch.uint8)
-    return to_uint8_image(recon).permute(0, 2, 3, 1), error_map
+def _reconstruction(x: torch.Tensor, recon: torch.Tensor, quantile: float) -> dict:
+    """Error features and maps of a reconstruction (both in [-1, 1])."""
+    recon = recon.float()
+    diff = recon - x
+    err = diff.abs().mean(1)  # per-pixel error map, (B, H, W)
+    flat = err.flatten(1)
+    k = max(1, min(flat.shape[1], math.ceil(quantile * flat.shape[1])))
+    return {
+        "recon_error": diff.pow(2).mean((1, 2, 3)),
+        "recon_error_q": flat.kthvalue(k, dim=1).values,
+        "recon": to_uint8_image(recon).permute(0, 2, 3, 1),
+        "error_map": (err * 127.5).clamp_(0, 255).round_().to(torch.uint8),
+    }
 
 
-def vae_outputs(model, x_u8: torch.Tensor, colour: dict) -> dict:
+def vae_outputs(model, x_u8: torch.Tensor, cfg: dict) -> dict:
     x = normalize(x_u8, channels_last=True)
     with autocast(x.device):
         recon, _, _ = model(x)
-    recon = recon.float()
-    rec_err = (recon - x).pow(2).mean((1, 2, 3))
-    ratio, mask = colour_ratio(x_u8, colour["alpha"], colour["beta"])
-    recon_u8, error_map = _maps(x, recon)
-    return {"features": torch.stack([rec_err, ratio], 1), "recon": recon_u8, "error_map": error_map, "colour_mask": mask}
+    rec = _reconstruction(x, recon, cfg.get("error_quantile", DEFAULT_ERROR_QUANTILE))
+    ratio, mask = colour_ratio(x_u8, cfg["colour"]["alpha"], cfg["colour"]["beta"])
+    feats = torch.stack([rec["recon_error"], rec["recon_error_q"], ratio], 1)
+    return {"features": feats, "recon": rec["recon"], "error_map": rec["error_map"], "colour_mask": mask}
 
 
-def gan_outputs(model, x_u8: torch.Tensor, colour: dict) -> dict:
+def gan_outputs(model, x_u8: torch.Tensor, cfg: dict) -> dict:
     x = normalize(x_u8, channels_last=True)
     with autocast(x.device):
         recon = model.generator(model.encoder(x))
         d_logit, f_x = model.discriminator.forward_with_features(x)
         _, f_r = model.discriminator.forward_with_features(recon)
-    recon = recon.float()
-    rec_err = (recon - x).pow(2).mean((1, 2, 3))
+    rec = _reconstruction(x, recon, cfg.get("error_quantile", DEFAULT_ERROR_QUANTILE))
     feat_err = (f_x.float() - f_r.float()).pow(2).mean((1, 2, 3))
-    ratio, mask = colour_ratio(x_u8, colour["alpha"], colour["beta"])
-    recon_u8, error_map = _maps(x, recon)
-    feats = torch.stack([rec_err, feat_err, d_logit.float(), ratio], 1)
-    return {"features": feats, "recon": recon_u8, "error_map": error_map, "colour_mask": mask}
+    ratio, mask = colour_ratio(x_u8, cfg["colour"]["alpha"], cfg["colour"]["beta"])
+    feats = torch.stack([rec["recon_error"], rec["recon_error_q"], feat_err, d_logit.float(), ratio], 1)
+    return {"features": feats, "recon": rec["recon"], "error_map": rec["error_map"], "colour_mask": mask}
 
 
 def resnet_outputs(model, x_u8: torch.Tensor) -> dict:
@@ -114,9 +129,9 @@ class Scorer:
     def raw(self, images) -> dict:
         x_u8 = to_device_batch(images, self.device)
         if self.method == "vae":
-            out = vae_outputs(self.model, x_u8, self.cfg["colour"])
+            out = vae_outputs(self.model, x_u8, self.cfg)
         elif self.method == "gan":
-            out = gan_outputs(self.model, x_u8, self.cfg["colour"])
+            out = gan_outputs(self.model, x_u8, self.cfg)
         else:
             out = resnet_outputs(self.model, x_u8)
         return {k: v.cpu().numpy() for k, v in out.items()}
@@ -151,7 +166,3 @@ class Scorer:
 def batches(images: np.ndarray, size: int):
     for start in range(0, len(images), size):
         yield images[start : start + size]
-
-
-def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(a.float(), b.float())

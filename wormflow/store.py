@@ -389,7 +389,10 @@ def _gather_method(
                     grp.attrs[k] = v
         grp.attrs["method"] = method
         grp.attrs["created_utc"] = utc_now()
-        names = [n for n in (srcs[0].keys() if srcs else []) if n != "ids"]
+        if not srcs:  # an empty collection: typed, empty columns, so readers need no special case
+            write_table(grp, {"score": np.zeros(0, np.float32), "pred": np.zeros(0, np.int8)})
+            return
+        names = [n for n in srcs[0] if n != "ids"]
         for name in names:
             first = srcs[0][name]
             shape = (len(ids), *first.shape[1:])

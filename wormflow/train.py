@@ -43,7 +43,9 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
+from .artifact import ARTIFACT_FORMAT, ARTIFACT_VERSION, load_artifact, save_artifact  # noqa: F401 - re-exported
 from .atomic import atomic_path, atomic_write_text
+from .colour import colour_ratio
 from .decision import RESNET_GRID, Combiner, choose_threshold, fit_combiner
 from .losses import focal_loss, vae_loss, weighted_bce
 from .models import GAN, VAE, resnet50_binary
@@ -54,9 +56,6 @@ from .transforms import normalize, train_augment
 from .weights import build_resnet50, resolve_weights
 
 log = logging.getLogger(__name__)
-
-ARTIFACT_FORMAT = "wormflow-model"
-ARTIFACT_VERSION = 1
 
 
 @dataclass
@@ -493,13 +492,52 @@ def _early_stopping(extra: dict, row: dict, model, best_state, epoch: int, patie
     return best_state
 
 
+def fit_colour_bounds(method: str, feats: np.ndarray, dev_set: LabeledImages, cfg: dict) -> tuple[dict, np.ndarray]:
+    """Choose the colour heuristic's α/β (shared by the three channels) on the dev split.
+
+    For every (α, β) of ``colour.fit_grid`` the colour-ratio column (the last
+    feature) is recomputed, the combiner refitted and its dev AUROC measured;
+    the best pair wins (ties: the larger dev F1, then the configured pair).
+    Needs both classes in dev; otherwise the configured bounds stay.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    colour = dict(cfg["colour"])
+    labels = dev_set.labels
+    if np.unique(labels).size < 2:
+        log.warning("colour bounds not fitted: the dev split has one class only")
+        return colour, feats
+    names, logs = FEATURES[method]
+    x = torch.from_numpy(np.ascontiguousarray(dev_set.images)).permute(0, 3, 1, 2)
+    grid = colour.get("fit_grid", [0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0])
+    best = None
+    for a in grid:
+        for b in grid:
+            ratio, _ = colour_ratio(x, [a] * 3, [b] * 3)
+            trial = feats.copy()
+            trial[:, -1] = ratio.numpy()
+            comb = fit_combiner(trial, labels, names, logs, c=cfg.get("combiner_c", 1.0))
+            scores = comb(trial)
+            key = (round(roc_auc_score(labels, scores), 6), choose_threshold(scores, labels).dev_f1)
+            if best is None or key > best[0]:
+                best = (key, a, b, trial)
+    (auroc, f1), a, b, trial = best
+    log.info("colour bounds fitted on dev: alpha %g, beta %g (dev AUROC %.4f, F1 %.4f)", a, b, auroc, f1)
+    colour.update(alpha=[a] * 3, beta=[b] * 3, fitted_dev_auroc=auroc)
+    return colour, trial
+
+
 def _finalise(method, cfg, model, arch, dev_set, device, seed, weights_init, extra, n_train, epochs_run) -> dict:
     """Score the dev split with the scoring code, fit combiner and threshold, and assemble the artifact."""
+    section_hash = config_hash(cfg)
+    cfg = copy.deepcopy(cfg)  # the colour bounds may be fitted below; the artifact stores what scoring uses
     scorer = Scorer(method, model, cfg, device, combiner=None, threshold=None)
     feats = scorer.features(batches(dev_set.images, cfg["eval_batch_size"]))
     names, logs = FEATURES[method]
     combiner = None
     if method != "resnet50":
+        if cfg["colour"].get("fit_on_dev"):
+            cfg["colour"], feats = fit_colour_bounds(method, feats, dev_set, cfg)
         combiner = fit_combiner(feats, dev_set.labels, names, logs, c=cfg.get("combiner_c", 1.0))
         scorer.combiner = combiner
     scores = scorer.scores_from_features(feats) if len(feats) else np.zeros(0)
@@ -519,7 +557,7 @@ def _finalise(method, cfg, model, arch, dev_set, device, seed, weights_init, ext
         "dev_f1": float(choice.dev_f1),
         "combiner": combiner.to_dict() if combiner else None,
         "config": copy.deepcopy(cfg),
-        "config_hash": config_hash(cfg),
+        "config_hash": section_hash,
         "weights_init": weights_init or "random initialisation (DCGAN/default init)",
         "seed": int(seed),
         "epochs_run": int(epochs_run),
@@ -536,21 +574,6 @@ def _finalise(method, cfg, model, arch, dev_set, device, seed, weights_init, ext
 
 
 # --------------------------------------------------------------------------- artifacts
-
-
-def save_artifact(path, artifact: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(artifact, tmp)
-
-
-def load_artifact(path) -> dict:
-    """Load a ``model.pt`` safely (``weights_only=True``: no pickled code is ever run)."""
-    artifact = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(artifact, dict) or artifact.get("format") != ARTIFACT_FORMAT:
-        raise ValueError(f"{path} is not a wormflow model artifact")
-    if artifact.get("format_version") != ARTIFACT_VERSION:
-        raise ValueError(f"{path}: unsupported artifact version {artifact.get('format_version')}")
-    return artifact
 
 
 def scorer_from_artifact(artifact: dict, device: str = "auto") -> Scorer:

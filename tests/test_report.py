@@ -1,0 +1,427 @@
+"""The HTML report and its JSON sidecar (:mod:`wormflow.report`), on small synthetic inputs.
+
+Inputs come from ``report_fixtures.make_report_inputs`` (the package's own
+HDF5 writers and ``evaluate_scores``); nothing here reads ``results/``.
+
+The browser test drives Debian's headless Chromium over the DevTools
+protocol on a pipe (``--remote-debugging-pipe``: commands on fd 3, events
+on fd 4, NUL-separated JSON), which reports console calls
+(``Runtime.consoleAPICalled``), uncaught exceptions
+(``Runtime.exceptionThrown``) and browser log entries (``Log.entryAdded``:
+Content-Security-Policy violations, failed loads) as structured events,
+unlike ``--enable-logging=stderr`` whose stderr is also full of unrelated
+D-Bus noise.  A negative control (a page with a blocked external image, a
+``console.error`` and an exception) proves the harness does see errors.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from markupsafe import escape
+from report_fixtures import HOSTILE_BATCH, HOSTILE_FILE, HOSTILE_REASON, ODD_FILE, PUBLISHED, TITLE, make_report_inputs
+
+from wormflow import report as rpt
+
+CHROMIUM = Path("/usr/bin/chromium")
+METRICS = ("f1", "auroc", "average_precision", "precision", "recall")
+
+
+def _run_report(root: Path, **kwargs) -> SimpleNamespace:
+    inputs = make_report_inputs(root / "inputs", **kwargs)
+    html_path, json_path = root / "out" / "report.html", root / "out" / "report.json"
+    returned = rpt.report_step(**inputs["kwargs"], out_html=str(html_path), out_json=str(json_path))
+    return SimpleNamespace(
+        inputs=inputs,
+        html_path=html_path,
+        html=html_path.read_text(encoding="utf-8"),
+        json_text=json_path.read_text(encoding="utf-8"),
+        data=json.loads(json_path.read_text(encoding="utf-8")),
+        returned=returned,
+    )
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory) -> SimpleNamespace:
+    """All three methods, three seeds, every test image in the galleries, hostile names everywhere."""
+    return _run_report(tmp_path_factory.mktemp("report"), seeds=3, gallery_size=16)
+
+
+# --------------------------------------------------------------------------- self-contained, safe
+
+
+def test_html_is_self_contained(full):
+    html = full.html
+    for needle in ("http://", "https://", 'src="//', "<script", "<link", "@import", "url(", "<iframe", "<object"):
+        assert needle not in html, needle
+    for attr, value in re.findall(r"\b(src|href)\s*=\s*\"([^\"]*)\"", html):
+        assert value.startswith("data:image/") if attr == "src" else value.startswith("#"), (attr, value[:60])
+    assert "Content-Security-Policy" in html and "default-src 'none'" in html
+    assert len(re.findall(r"<img src=\"data:image/(?:png|svg\+xml);base64,", html)) > 20
+    assert full.html_path.stat().st_size < 5_000_000
+    assert not [p for p in full.html_path.parent.iterdir() if p.name.endswith(".tmp")]  # atomic writes left nothing
+
+
+def test_sidecar_is_strict_json_and_returned(full):
+    def refuse(token):
+        raise AssertionError(f"non-strict JSON constant {token}")
+
+    assert json.loads(full.json_text, parse_constant=refuse) == full.returned
+    assert "NaN" not in full.json_text and "Infinity" not in full.json_text
+
+
+def test_hostile_strings_are_escaped(full):
+    html = full.html
+    for text in (HOSTILE_FILE, HOSTILE_REASON, HOSTILE_BATCH, TITLE):
+        assert str(escape(text)) in html, text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<img src=x" not in html
+    assert "<script" not in html and "&lt;script&gt;alert(&#34;reason&#34;)" in html
+    assert "<b>test</b>" not in html and "&lt;b&gt;test&lt;/b&gt;" in html
+    assert "&lt;script&gt;alert(&#39;config&#39;)&lt;/script&gt;" in html  # config values in the YAML dump
+    assert "\u202e" not in html and "\\u202egnp.exe" in html  # bidi override made visible
+    assert "wörm 🪱" in html  # ordinary unicode stays readable
+    # the sidecar keeps the names exactly
+    assert any(q["id"] == HOSTILE_FILE and q["reason"] == HOSTILE_REASON for q in full.data["quarantine"])
+    assert any(q["id"] == ODD_FILE for q in full.data["quarantine"])
+
+
+def test_template_never_marks_data_safe():
+    text = (rpt.default_templates_dir() / "report.html.j2").read_text(encoding="utf-8")
+    assert not re.search(r"\|\s*safe\b", text) and "Markup" not in text and "autoescape false" not in text
+    assert rpt.template_environment().autoescape is True
+
+
+def test_templates_dir_override_is_autoescaped(tmp_path):
+    (tmp_path / "report.html.j2").write_text("<p>{{ title }}</p>")
+    assert rpt.render_html({"title": HOSTILE_FILE}, templates_dir=tmp_path) == f"<p>{escape(HOSTILE_FILE)}</p>"
+
+
+def test_sections_in_order_with_index(full):
+    html = full.html
+    positions = [html.index(f'<section id="{anchor}">') for anchor, _ in rpt.SECTIONS]
+    assert positions == sorted(positions)
+    nav = html[html.index("<nav") : html.index("</nav>")]
+    assert all(f'href="#{anchor}"' in nav for anchor, _ in rpt.SECTIONS)
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def test_numbers_match_metrics_json(full):
+    metrics = full.inputs["metrics"]["methods"]
+    rows = {r["method"]: r for r in full.data["summary"]["rows"]}
+    rows["dark_pixels"] = full.data["summary"]["baseline"]
+    assert set(rows) == set(metrics)
+    for name, block in metrics.items():
+        row = rows[name]
+        assert row["threshold"] == block["threshold"]
+        for k in METRICS:
+            assert row["metrics"][k] == block["metrics"][k], (name, k)
+            assert row["intervals"][k] == block["intervals"][k], (name, k)
+            assert rpt.fmt_ci(block["intervals"][k]) in full.html
+        assert f"{block['metrics']['f1']:.3f}" in full.html
+        assert f"{block['threshold']:.4f}" in full.html
+        if "seed_summary" in block:
+            assert row["seed_summary"]["f1"] == block["seed_summary"]["f1"]
+            assert f"{block['seed_summary']['f1']['mean']:.3f} ± {block['seed_summary']['f1']['sd']:.3f}</small>" in full.html
+            assert "mean ± sd over 3 seeds" in full.html
+    cms = {c["method"]: c["matrix"] for c in full.data["confusion_matrices"]}
+    assert all(cms[n] == metrics[n]["confusion_matrix"] for n in metrics)
+    assert full.data["summary"]["n_test"] == 16
+    assert full.data["summary"]["published_notes"] == {"gan_mixed": PUBLISHED["gan_mixed"]}
+    assert "0.660" in full.html and "0.871" in full.html
+
+
+def test_batches_rows_and_trends(full):
+    rows = {r["batch"]: r for r in full.data["batches"]}
+    assert list(rows) == ["2026-01-01", "2026-01-02", "2026-01-03", HOSTILE_BATCH]
+    ok, empty, quarantined, rejected = rows.values()
+    assert (ok["n_files"], ok["n_scored"], ok["n_quarantined"], ok["status"]) == (8, 6, 2, "ok")
+    assert (empty["n_scored"], empty["status"]) == (0, "empty")
+    assert (quarantined["n_scored"], quarantined["n_quarantined"], quarantined["status"]) == (0, 2, "nothing scorable")
+    assert rejected["rejected"] and rejected["status"].startswith("rejected")
+    assert ok["drift"] == {"vae": False, "gan": True, "resnet50": False} and ok["drift_any"]
+    assert 0 <= ok["agreement"]["all"] <= 1 and set(ok["agreement"]["pairs"]) == {"vae-gan", "vae-resnet50", "gan-resnet50"}
+    assert empty["agreement"]["all"] is None and empty["flagged"]["vae"] is None
+    for name in ("2026-01-02", "2026-01-03"):
+        assert f'<code class="name">{name}</code>' in full.html
+    assert ">nothing scorable<" in full.html and ">empty<" in full.html
+    assert full.data["trends"]["batches"] == ["2026-01-01", "2026-01-02", "2026-01-03"]
+    assert full.data["trends"]["beyond"] == ["2026-01-01"]
+    assert len(full.data["quarantine"]) == 4
+    assert {q["collection"] for q in full.data["quarantine"]} == {"2026-01-01", "2026-01-03"}
+
+
+def test_galleries_show_every_column(full):
+    galleries = {g["method"]: g for g in full.data["galleries"]["methods"]}
+    assert list(galleries) == ["vae", "gan", "resnet50"]
+    for g in galleries.values():
+        assert len(g["misses"]) + len(g["hits"]) == 16 == g["n_misses"] + g["n_hits"]
+        margins = [
+            abs(e["methods"][[p["method"] for p in e["methods"]].index(g["method"])]["score"] - e["methods"][0]["threshold"])
+            for e in g["misses"]
+        ]
+        if g["method"] == "vae":
+            assert margins == sorted(margins, reverse=True)  # most wrong first
+    assert full.data["galleries"]["mask_from"] == "vae"
+    assert str(escape(f"wormed/{HOSTILE_FILE}")) in full.html
+    for _, name in rpt.GALLERY_COLUMNS:
+        assert f"<th>{name}" in full.html
+    assert "<th>Colour mask (VAE)</th>" in full.html
+
+
+def test_provenance(full):
+    prov = full.data["provenance"]
+    models = {m["method"]: m for m in prov["models"]}
+    assert all(m["checkpoint_matches"] is True and len(m["checkpoint_sha256"]) == 64 for m in models.values())
+    assert models["vae"]["trained_utc"] == "2026-01-01T00:00:00Z" and models["vae"]["seeds"] == [0, 1, 2]
+    bench = {(b["stage"], b["method"]): b for b in prov["benchmarks"]}
+    score = bench[("score_shard", "vae")]
+    assert (score["n_files"], score["median_s"], score["max_s"]) == (2, 1.5, 2.0)
+    assert score["images_per_s"] == pytest.approx((16 + 6) / 3.0)
+    assert bench[("train", "gan")]["images_per_s"] is None
+    assert {"wormflow", "torch", "numpy", "h5py", "scikit-learn", "snakemake"} <= set(prov["versions"])
+    assert "ks_max: 0.3" in prov["config_yaml"]
+
+
+def test_unreadable_models_do_not_stop_the_report(tmp_path, monkeypatch):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a checkpoint")
+    models, problems = rpt.load_models(["vae"], [str(bad)])
+    assert models == {"vae": {"path": str(bad)}} and len(problems) == 1 and str(bad) in problems[0]
+    prov = rpt.model_provenance("vae", {}, models["vae"])
+    assert prov["checkpoint_sha256"] == rpt_sha256(bad) and prov["checkpoint_matches"] is None
+    monkeypatch.setitem(sys.modules, "wormflow.artifact", None)  # e.g. an environment without torch
+    models, problems = rpt.load_models(["vae"], [str(bad)])
+    assert models == {"vae": {"path": str(bad)}} and problems[0].startswith("model artifacts not read")
+
+
+def rpt_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- method subsets
+
+
+@pytest.mark.parametrize("methods", [("resnet50",), ("gan", "resnet50"), ("vae",)], ids="+".join)
+def test_method_subsets_render(tmp_path, methods):
+    out = _run_report(tmp_path, methods=methods, gallery_size=3)
+    assert out.data["methods"] == list(methods)
+    assert [r["method"] for r in out.data["summary"]["rows"]] == list(methods)
+    for m, label in rpt.METHOD_LABELS.items():
+        if m != rpt.BASELINE:
+            assert (label in out.html) == (m in methods), m
+    expected_mask = "vae" if "vae" in methods else "gan" if "gan" in methods else ""
+    assert out.data["galleries"]["mask_from"] == expected_mask
+    ok = out.data["batches"][0]
+    assert set(ok["flagged"]) == set(methods)
+    if len(methods) == 1:
+        assert ok["agreement"]["all"] is None
+    assert out.html.count('<td class="none"') > 0 or {"vae", "gan"} <= set(methods)
+    assert "<img src=x" not in out.html
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def test_visible_and_json_clean():
+    assert rpt.visible("a\u202eb\nc\x00") == "a\\u202eb\\u000ac\\u0000"
+    assert rpt.visible("wörm 🪱 'q'") == "wörm 🪱 'q'"
+    assert rpt.json_clean({"a": float("nan"), "b": [np.float32(1.5), np.int8(2), np.bool_(True)], 3: np.array([np.inf])}) == {
+        "a": None,
+        "b": [1.5, 2, True],
+        "3": [None],
+    }
+    assert rpt.fmt(float("nan")) == "–" and rpt.fmt(0.12345) == "0.123" and rpt.fmt_pct(0.5) == "50.0%"
+
+
+def test_agreement():
+    preds = {"a": np.array([1, 0, 1, np.nan]), "b": np.array([1, 1, 1, 0]), "c": np.array([1, 0, 0, 0])}
+    out = rpt.agreement(preds)
+    assert out["n"] == 3 and out["all"] == pytest.approx(1 / 3)
+    assert out["pairs"] == pytest.approx({"a-b": 2 / 3, "a-c": 2 / 3, "b-c": 1 / 3})
+    assert rpt.agreement({"a": np.array([1.0])})["all"] is None
+
+
+def test_select_gallery_orders_misses_by_wrongness():
+    sf = rpt.ScoreFile("x", [f"i{k}" for k in range(6)], np.array([0, 0, 1, 1, 0, 1]), {})
+    sf.score["m"] = np.array([0.9, 0.6, 0.1, 0.45, 0.2, 0.8])
+    sf.pred["m"] = (sf.score["m"] >= 0.5).astype(float)
+    picks = rpt.select_gallery(sf, "m", 0.5, 10)
+    assert picks["misses"] == [0, 2, 1, 3]  # margins 0.4, 0.4 (tie: by id), 0.1, 0.05
+    assert picks["hits"] == [5, 4]  # classes alternate (wormed first), most confident first
+
+
+# --------------------------------------------------------------------------- the browser
+
+
+class DevTools:
+    """Headless Chromium driven over ``--remote-debugging-pipe`` (fd 3: commands in, fd 4: events out)."""
+
+    def __init__(self, user_data_dir: Path, width: int = 1280, height: int = 4000):
+        cmd_r, self._cmd_w = os.pipe()
+        self._ev_r, ev_w = os.pipe()
+
+        def child() -> None:
+            a, b = os.dup(cmd_r), os.dup(ev_w)  # above 4, so neither dup2 below clobbers the other
+            os.dup2(a, 3)
+            os.dup2(b, 4)
+
+        args = [
+            str(CHROMIUM),
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={user_data_dir}",
+            f"--window-size={width},{height}",
+            "--remote-debugging-pipe",
+            "about:blank",
+        ]
+        self.proc = subprocess.Popen(
+            args, pass_fds=(3, 4), preexec_fn=child, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        os.close(cmd_r)
+        os.close(ev_w)
+        self.size = (width, height)
+        self.events: list[dict] = []
+        self._buf = b""
+        self._id = 0
+        self.session = None
+
+    def _recv(self, deadline: float) -> dict:
+        while b"\0" not in self._buf:
+            if not select.select([self._ev_r], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                raise TimeoutError("Chromium did not answer in time")
+            chunk = os.read(self._ev_r, 1 << 20)
+            if not chunk:
+                raise EOFError("Chromium closed the DevTools pipe")
+            self._buf += chunk
+        msg, self._buf = self._buf.split(b"\0", 1)
+        return json.loads(msg)
+
+    def call(self, method: str, params: dict | None = None, timeout: float = 30.0, session: bool = True) -> dict:
+        self._id += 1
+        msg = {"id": self._id, "method": method, "params": params or {}}
+        if session and self.session:
+            msg["sessionId"] = self.session
+        os.write(self._cmd_w, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._recv(deadline)
+            if reply.get("id") == self._id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    def open(self, url: str, timeout: float = 30.0) -> None:
+        target = self.call("Target.createTarget", {"url": "about:blank"}, session=False)["targetId"]
+        self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True}, session=False)["sessionId"]
+        for domain in ("Page", "Runtime", "Log"):
+            self.call(f"{domain}.enable")
+        width, height = self.size
+        self.call(
+            "Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+        )
+        self.call("Page.navigate", {"url": url})
+        deadline = time.monotonic() + timeout
+        while not any(e.get("method") == "Page.loadEventFired" for e in self.events):
+            self.events.append(self._recv(deadline))
+
+    def evaluate(self, expression: str):
+        return self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True})["result"].get("value")
+
+    def screenshot(self) -> bytes:
+        return base64.b64decode(self.call("Page.captureScreenshot", {"format": "png"})["data"])
+
+    def problems(self) -> list[str]:
+        """Console errors/warnings, uncaught exceptions and browser log entries (CSP, loading) seen so far."""
+        out = []
+        for e in self.events:
+            method, params = e.get("method"), e.get("params", {})
+            if method == "Runtime.exceptionThrown":
+                out.append("exception: " + params["exceptionDetails"].get("text", ""))
+            elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "warning", "assert"):
+                out.append(f"console.{params['type']}: " + " ".join(str(a.get("value", "")) for a in params.get("args", [])))
+            elif method == "Log.entryAdded" and params["entry"].get("level") in ("error", "warning"):
+                out.append(f"log {params['entry'].get('source')}: {params['entry'].get('text')}")
+        return out
+
+    def close(self) -> None:
+        with contextlib.suppress(EOFError, TimeoutError, RuntimeError, OSError):
+            self.call("Browser.close", session=False, timeout=10)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._cmd_w)
+        os.close(self._ev_r)
+
+
+PAGE_CHECK = """JSON.stringify({
+  images: document.images.length,
+  broken: Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length,
+  fetched: performance.getEntriesByType('resource').map(e => e.name),
+  sections: document.querySelectorAll('main > section').length,
+  height: document.documentElement.scrollHeight})"""
+
+
+def _browse(path: Path, tmp: Path) -> tuple[list[str], dict, bytes]:
+    browser = DevTools(tmp / "chromium-profile")
+    try:
+        browser.open(path.resolve().as_uri())
+        page = json.loads(browser.evaluate(PAGE_CHECK))
+        png = browser.screenshot()
+        return browser.problems(), page, png
+    finally:
+        browser.close()
+        shutil.rmtree(tmp / "chromium-profile", ignore_errors=True)
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+def test_report_opens_in_headless_chromium(full, tmp_path):
+    from PIL import Image
+
+    # negative control: the harness must see a CSP-blocked load, a console error and an exception
+    bad = tmp_path / "bad.html"
+    bad.write_text(
+        '<!DOCTYPE html><meta http-equiv="Content-Security-Policy" content="img-src data:">'
+        '<img src="https://example.invalid/x.png"><script>console.error("boom"); notDefined();</script>'
+    )
+    problems, _, _ = _browse(bad, tmp_path)
+    assert any("console.error: boom" in p for p in problems)
+    assert any(p.startswith("exception") for p in problems)
+    assert any("Content Security Policy" in p for p in problems)
+
+    problems, page, png = _browse(full.html_path, tmp_path)
+    assert problems == []
+    assert page["broken"] == 0 and page["images"] > 20 and page["fetched"] == []
+    assert page["sections"] == len(rpt.SECTIONS)
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000
+    (tmp_path / "report.png").write_bytes(png)
+    shot = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    assert shot.shape == (4000, 1280) and shot.std() > 10  # not a blank page

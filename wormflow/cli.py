@@ -1,0 +1,227 @@
+"""Command-line entry points: ``wormflow train | score | evaluate | nightly | demo-data``.
+
+``train``, ``score`` and ``evaluate`` run the workflow's own steps (manifest,
+decode once into an image store, train / score / evaluate) on plain
+directories, without Snakemake; ``nightly`` runs the Snakemake workflow the
+way a cron job or systemd timer should (lock file, stale-lock recovery,
+SIGTERM forwarded as SIGINT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from . import METHODS, __version__
+
+log = logging.getLogger("wormflow")
+
+
+def _config(args) -> dict:
+    from .config import load_config
+
+    return load_config(args.configfile or [])
+
+
+def _decode_collection(root: str, work: Path, *, labeled: bool, sizes: list[int], config: dict) -> tuple[str, list[str]]:
+    """Manifest + decoded image stores of one directory (the workflow's steps, run in-process)."""
+    from .pipeline import decode_shard_step, manifest_step
+
+    manifest_path = work / "manifest.json"
+    manifest = manifest_step(root, str(manifest_path), labeled=labeled, shard_size=config["shard_size"])
+    stores = []
+    for k in range(manifest.n_shards):
+        out = work / f"{k}.images.h5"
+        decode_shard_step(
+            str(manifest_path),
+            k,
+            str(out),
+            sizes=sizes,
+            threads=config["decode"]["threads"],
+            max_pixels=config["decode"]["max_pixels"],
+            min_side=config["decode"]["min_side"],
+            hdf5=config["hdf5"],
+        )
+        stores.append(str(out))
+    return str(manifest_path), stores
+
+
+def cmd_train(args) -> int:
+    from .train import load_split, train
+
+    config = _config(args)
+    cfg = dict(config["methods"][args.method])
+    if args.epochs is not None:
+        cfg["epochs"] = args.epochs
+        if args.method == "gan":
+            cfg["encoder_epochs"] = args.epochs
+    size = cfg["image_size"]
+    out = Path(args.out)
+    work = out / "stores"
+    splits = {}
+    for split in ("train", "dev"):
+        _, stores = _decode_collection(str(Path(args.labeled) / split), work / split, labeled=True, sizes=[size], config=config)
+        splits[split] = load_split(stores, size)
+    artifact = train(
+        args.method,
+        cfg,
+        splits["train"],
+        splits["dev"],
+        out,
+        seed=args.seed,
+        device=args.device or config["training"]["device"],
+        num_workers=config["training"]["num_workers"],
+        tensorboard=config["training"]["tensorboard"],
+    )
+    print(json.dumps({k: artifact[k] for k in ("method", "threshold", "threshold_rule", "dev_f1", "epochs_run", "weights_init")}))
+    return 0
+
+
+def cmd_score(args) -> int:
+    from .pipeline import gather_step, score_shard_step
+    from .train import load_artifact
+
+    config = _config(args)
+    artifact = load_artifact(args.model)
+    method = artifact["method"]
+    size = artifact["config"]["image_size"]
+    with tempfile.TemporaryDirectory(prefix="wormflow-score-") as tmp:
+        work = Path(tmp)
+        manifest, stores = _decode_collection(args.images, work, labeled=False, sizes=[size], config=config)
+        scores = []
+        for k, store in enumerate(stores):
+            out = work / f"{k}.{method}.h5"
+            score_shard_step(
+                store,
+                args.model,
+                str(out),
+                batch_size=args.batch_size or config["scoring"]["batch_size"],
+                device=args.device or config["scoring"]["device"],
+                shard_size=config["shard_size"],
+                hdf5=config["hdf5"],
+            )
+            scores.append(str(out))
+        result = gather_step(
+            manifest,
+            stores,
+            {method: scores},
+            args.out,
+            shard_size=config["shard_size"],
+            hdf5=config["hdf5"],
+            batch=Path(args.images).name,
+        )
+    print(json.dumps({"method": method, **result, "out": args.out}))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import numpy as np
+
+    from .evaluate import evaluate_scores
+    from .train import load_artifact, scorer_from_artifact
+
+    config = _config(args)
+    artifact = load_artifact(args.model)
+    size = artifact["config"]["image_size"]
+    from .train import load_split
+
+    with tempfile.TemporaryDirectory(prefix="wormflow-eval-") as tmp:
+        _, stores = _decode_collection(str(Path(args.labeled) / args.split), Path(tmp), labeled=True, sizes=[size], config=config)
+        data = load_split(stores, size)
+    scorer = scorer_from_artifact(artifact, args.device or config["scoring"]["device"])
+    batch = config["scoring"]["batch_size"]
+    scores = np.concatenate(
+        [scorer(data.images[i : i + batch]).score for i in range(0, len(data.labels), batch)] or [np.zeros(0)]
+    )
+    block = evaluate_scores(scores, data.labels, artifact["threshold"], n_boot=config["evaluation"]["n_boot"])
+    block.pop("curves")
+    summary = {"method": artifact["method"], "split": args.split, "n": int(len(data.labels)), **block}
+    text = json.dumps(summary, indent=1)
+    if args.out:
+        from .atomic import atomic_write_text
+
+        atomic_write_text(args.out, text)
+    print(text)
+    return 0
+
+
+def cmd_demo_data(args) -> int:
+    from .demo import generate_demo
+
+    print(json.dumps(generate_demo(args.out, seed=args.seed), default=str))
+    return 0
+
+
+def cmd_nightly(args) -> int:
+    from .nightly import run_nightly
+
+    return run_nightly(args.snakemake_args, results=args.results, snakemake=args.snakemake)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wormflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"wormflow {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp):
+        sp.add_argument("--configfile", nargs="*", help="config overlays merged over config.yaml (as snakemake --configfile)")
+        sp.add_argument("--device", help="auto, cpu or cuda (default: from the config)")
+
+    t = sub.add_parser("train", help="train one method on an ImageFolder root (train/ and dev/ splits)")
+    t.add_argument("--method", choices=METHODS, required=True)
+    t.add_argument("--labeled", required=True, help="root with train/ and dev/, each with no_wormed/ and wormed/")
+    t.add_argument("--out", required=True, help="output directory: model.pt, history.csv, tensorboard/")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=int, help="override the configured epochs (GAN: also the encoder epochs)")
+    common(t)
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("score", help="score every image below a directory with a trained model.pt")
+    s.add_argument("--model", required=True)
+    s.add_argument("--images", required=True, help="directory of images (scanned recursively)")
+    s.add_argument("--out", required=True, help="output HDF5 (the layout of a batch's scores.h5)")
+    s.add_argument("--batch-size", type=int)
+    common(s)
+    s.set_defaults(func=cmd_score)
+
+    e = sub.add_parser("evaluate", help="metrics of a trained model.pt on a labeled split, at its stored threshold")
+    e.add_argument("--model", required=True)
+    e.add_argument("--labeled", required=True, help="ImageFolder root")
+    e.add_argument("--split", default="test")
+    e.add_argument("--out", help="also write the JSON here")
+    common(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    n = sub.add_parser("nightly", help="run the workflow for tonight's batches (lock, recovery; see README)")
+    n.add_argument("--results", default="results", help="results directory holding the lock file")
+    n.add_argument("--snakemake", default=None, help="snakemake executable (default: the one beside this Python)")
+    n.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="arguments for snakemake, after --")
+    n.set_defaults(func=cmd_nightly)
+
+    d = sub.add_parser("demo-data", help="generate the synthetic demo set")
+    d.add_argument("out")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_demo_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=os.environ.get("WORMFLOW_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except Exception as exc:  # one clear line for users; the traceback with WORMFLOW_LOG=DEBUG
+        log.debug("failed", exc_info=True)
+        print(f"wormflow {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

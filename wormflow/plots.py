@@ -1,0 +1,254 @@
+"""Figures and thumbnails for the HTML report, as ``data:`` URIs (nothing is written to disk).
+
+Plots are matplotlib figures (Agg backend) saved as SVG with text kept as
+text (``svg.fonttype = none``: small files, the browser's own sans-serif
+font) and a fixed hash salt (the same inputs give the same bytes).  Images
+(gallery thumbnails) are PNGs, upscaled with nearest-neighbour to about
+:data:`THUMB_PX` pixels so that single pixels stay visible; larger images
+are reduced by an integer factor instead.  Every function returns a
+``data:image/...;base64,...`` string: the report embeds it as an ``<img>``
+source, so the HTML needs no external file and no inline ``<svg>`` markup.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+THUMB_PX = 96
+METHOD_COLOURS = {"vae": "#1b9e77", "gan": "#d95f02", "resnet50": "#7570b3", "dark_pixels": "#777777"}
+CLASS_COLOURS = {"no_wormed": "#4477aa", "wormed": "#cc6677"}
+MARK_COLOUR = "#c0392b"
+FALLBACK_COLOURS = ("#e7298a", "#66a61e", "#e6ab02", "#a6761d")
+RC = {
+    "svg.fonttype": "none",
+    "font.family": "sans-serif",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "figure.dpi": 96,
+}
+
+
+def method_colour(method: str, index: int = 0) -> str:
+    """The method's colour in every plot and table of the report."""
+    return METHOD_COLOURS.get(method, FALLBACK_COLOURS[index % len(FALLBACK_COLOURS)])
+
+
+def _finite(values: Sequence[float | None]) -> np.ndarray:
+    """Values as float64, ``None`` → NaN."""
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def svg_uri(fig: plt.Figure, salt: str) -> str:
+    """Close ``fig`` and return it as a base64 SVG data URI (deterministic ids from ``salt``)."""
+    buf = io.BytesIO()
+    with matplotlib.rc_context({"svg.hashsalt": salt}):
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def png_uri(image: np.ndarray) -> str:
+    """A uint8 ``(H, W)`` or ``(H, W, 3)`` array as a base64 PNG data URI."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def resize_for_thumb(image: np.ndarray, target: int = THUMB_PX, smooth: bool = True) -> np.ndarray:
+    """Nearest-neighbour upscaling by an integer factor to about ``target`` px; larger images are reduced to ``target``.
+
+    Reduction averages pixels (box filter) when ``smooth``, else keeps nearest
+    values (for binary masks).
+    """
+    side = max(image.shape[0], image.shape[1], 1)
+    if side < target:
+        k = max(1, round(target / side))
+        return np.repeat(np.repeat(image, k, axis=0), k, axis=1)
+    if side <= target * 1.25:
+        return image
+    h, w = (max(1, round(d * target / side)) for d in image.shape[:2])
+    resample = Image.Resampling.BOX if smooth else Image.Resampling.NEAREST
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((w, h), resample))
+
+
+def rgb_thumb(image: np.ndarray) -> str:
+    """An RGB uint8 image as a thumbnail data URI."""
+    return png_uri(resize_for_thumb(np.asarray(image, dtype=np.uint8)))
+
+
+def error_map_thumb(error_map: np.ndarray, cmap: str = "magma") -> str:
+    """A uint8 error map (mean absolute error × 127.5) coloured with ``cmap`` (0 → dark, 255 → bright)."""
+    lut = (matplotlib.colormaps[cmap](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+    return png_uri(lut[resize_for_thumb(np.asarray(error_map, dtype=np.uint8))])
+
+
+def mask_thumb(mask: np.ndarray) -> str:
+    """A 0/1 colour mask: in-bounds pixels white on dark grey."""
+    grey = np.where(np.asarray(mask) > 0, 255, 40).astype(np.uint8)
+    return png_uri(resize_for_thumb(grey, smooth=False))
+
+
+def colour_bar_uri(cmap: str = "magma") -> str:
+    """A small horizontal colour bar (low → high) for the error-map legend."""
+    lut = (matplotlib.colormaps[cmap](np.linspace(0, 1, 128))[:, :3] * 255).astype(np.uint8)
+    return png_uri(np.repeat(lut[None], 10, axis=0))
+
+
+# --------------------------------------------------------------------------- evaluation plots
+
+
+def roc_pr_figure(
+    curves: Mapping[str, dict], aurocs: Mapping[str, float], aps: Mapping[str, float], labels: Mapping[str, str]
+) -> str:
+    """ROC (left) and precision–recall (right) curves of all methods, AUROC / AP in the legends."""
+    with plt.rc_context(RC):
+        fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(10, 4.2))
+        for i, (method, c) in enumerate(curves.items()):
+            style = {"color": method_colour(method, i), "lw": 1.6, "ls": "--" if method == "dark_pixels" else "-"}
+            if "roc" in c:
+                ax_roc.plot(
+                    c["roc"]["fpr"], c["roc"]["tpr"], label=f"{labels[method]} (AUROC {_fmt(aurocs.get(method))})", **style
+                )
+            if "pr" in c:
+                ax_pr.step(
+                    c["pr"]["recall"],
+                    c["pr"]["precision"],
+                    where="post",
+                    label=f"{labels[method]} (AP {_fmt(aps.get(method))})",
+                    **style,
+                )
+        ax_roc.plot([0, 1], [0, 1], color="#bbbbbb", lw=0.8, ls=":")
+        _axes(ax_roc, "ROC", "false positive rate", "true positive rate")
+        _axes(ax_pr, "Precision–recall", "recall", "precision")
+        for ax in (ax_roc, ax_pr):
+            ax.legend(loc="lower right" if ax is ax_roc else "lower left")
+        fig.tight_layout()
+        return svg_uri(fig, "roc_pr")
+
+
+def _axes(ax, title: str, xlabel: str, ylabel: str, unit: bool = True) -> None:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if unit:
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
+    cols = max(1, min(n, max_cols))
+    return math.ceil(max(n, 1) / cols), cols
+
+
+def threshold_sweep_figure(sweeps: Mapping[str, dict], thresholds: Mapping[str, float], labels: Mapping[str, str]) -> str:
+    """F1, precision and recall against the threshold, one panel per method, the chosen threshold marked."""
+    rows, cols = _grid(len(sweeps))
+    with plt.rc_context(RC):
+        fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
+        for ax, (method, sw) in zip(axes.flat, sweeps.items()):
+            t = sw.get("threshold", [])
+            ax.plot(t, sw.get("f1", []), color="#222222", lw=1.6, label="F1")
+            ax.plot(t, sw.get("precision", []), color="#3182bd", lw=1.1, label="precision")
+            ax.plot(t, sw.get("recall", []), color="#e6550d", lw=1.1, label="recall")
+            chosen = thresholds.get(method)
+            if chosen is not None and math.isfinite(chosen):
+                ax.axvline(chosen, color=MARK_COLOUR, lw=1, ls="--", label=f"threshold {chosen:.3g}")
+            ax.set_ylim(-0.02, 1.05)
+            _axes(ax, labels[method], "threshold", "", unit=False)
+            ax.legend(loc="best")
+        for ax in list(axes.flat)[len(sweeps) :]:
+            ax.set_visible(False)
+        fig.tight_layout()
+        return svg_uri(fig, "threshold_sweep")
+
+
+def histogram_figure(hists: Mapping[str, dict], thresholds: Mapping[str, float], labels: Mapping[str, str]) -> str:
+    """Score histograms per class (no_wormed / wormed), one panel per method, the threshold marked."""
+    rows, cols = _grid(len(hists))
+    with plt.rc_context(RC):
+        fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False)
+        for ax, (method, h) in zip(axes.flat, hists.items()):
+            edges = np.asarray(h.get("edges", [0.0, 1.0]), dtype=np.float64)
+            for cls in ("no_wormed", "wormed"):
+                counts = np.asarray(h.get(cls, []), dtype=np.float64)
+                if len(counts) == len(edges) - 1:
+                    ax.stairs(counts, edges, fill=True, alpha=0.45, color=CLASS_COLOURS[cls], label=cls)
+            chosen = thresholds.get(method)
+            if chosen is not None and math.isfinite(chosen):
+                ax.axvline(chosen, color=MARK_COLOUR, lw=1, ls="--", label="threshold")
+            _axes(ax, labels[method], "score", "images", unit=False)
+            ax.legend(loc="best")
+        for ax in list(axes.flat)[len(hists) :]:
+            ax.set_visible(False)
+        fig.tight_layout()
+        return svg_uri(fig, "histograms")
+
+
+# --------------------------------------------------------------------------- batch trends
+
+
+def trend_figure(
+    batches: Sequence[str],
+    flagged: Mapping[str, Sequence[float | None]],
+    ks: Mapping[str, Sequence[float | None]],
+    ks_max: float,
+    labels: Mapping[str, str],
+) -> str:
+    """Flagged share (left) and KS drift (right) per method across batches; batches beyond ``ks_max`` ringed."""
+    x = np.arange(len(batches))
+    with plt.rc_context(RC):
+        fig, (ax_f, ax_k) = plt.subplots(1, 2, figsize=(10, 3.6))
+        for i, method in enumerate(flagged):
+            colour = method_colour(method, i)
+            ax_f.plot(x, _finite(flagged[method]), marker="o", ms=4, color=colour, label=labels[method])
+            k = _finite(ks.get(method, [None] * len(batches)))
+            ax_k.plot(x, k, marker="o", ms=4, color=colour, label=labels[method])
+            beyond = np.isfinite(k) & (k > ks_max)
+            if beyond.any():
+                ax_k.scatter(x[beyond], k[beyond], s=110, facecolors="none", edgecolors=MARK_COLOUR, linewidths=1.6, zorder=5)
+        ax_k.axhline(ks_max, color=MARK_COLOUR, lw=1, ls="--", label=f"bound ks_max = {ks_max:g}")
+        _axes(ax_f, "Flagged share (predicted wormed)", "batch", "share", unit=False)
+        _axes(ax_k, "Drift against dev (KS statistic)", "batch", "KS", unit=False)
+        ax_f.set_ylim(-0.02, 1.02)
+        ax_k.set_ylim(0, max(1.0, ks_max * 1.1))
+        for ax in (ax_f, ax_k):
+            ax.set_xticks(
+                x,
+                [_short(b) for b in batches],
+                rotation=45 if len(batches) > 6 else 0,
+                ha="right" if len(batches) > 6 else "center",
+            )
+            if len(batches):
+                ax.set_xlim(-0.5, len(batches) - 0.5)
+            ax.legend(loc="best")
+        fig.tight_layout()
+        return svg_uri(fig, "trends")
+
+
+def _short(name: str, n: int = 16) -> str:
+    """A batch name shortened for an axis tick (matplotlib's SVG writer escapes it)."""
+    return name if len(name) <= n else name[: n - 1] + "…"
