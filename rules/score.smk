@@ -41,6 +41,7 @@ rule gather:
         "../envs/data.yaml"
     params:
         digest=get_collection_digest,
+        root=get_collection_dir,
         score_map=get_gather_score_map,
         shard_size=config["shard_size"],
         hdf5=config["hdf5"],

@@ -24,3 +24,16 @@ def bbbc010() -> Path:
     if not (BBBC010 / "labeled" / "train").is_dir():
         pytest.fail(f"real data not found at {BBBC010}: the tests need ../shared/data/bbbc010 (or set WORMFLOW_BBBC010)")
     return BBBC010
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """In CI (WORMFLOW_REQUIRE_ALL=1) a skipped test is a failure: every part must really have run."""
+    if os.environ.get("WORMFLOW_REQUIRE_ALL") != "1":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if skipped:
+        reporter.write_line(f"WORMFLOW_REQUIRE_ALL=1: {len(skipped)} test(s) skipped, which CI counts as failure", red=True)
+        for rep in skipped:
+            reporter.write_line(f"  skipped: {rep.nodeid}: {rep.longrepr[-1] if isinstance(rep.longrepr, tuple) else rep.longrepr}")
+        session.exitstatus = 1
