@@ -27,6 +27,7 @@ def main(smk):
         data_digest=smk.params.data,
         code_digest=smk.params.code,
         tensorboard=training["tensorboard"],
+        checkpoint_interval_s=training.get("checkpoint_interval_s", 0),
     )
 
 

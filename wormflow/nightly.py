@@ -2,7 +2,8 @@
 
 ``wormflow nightly -- --profile profiles/slurm [--configfile site.yaml]``
 
-1. Takes an exclusive ``flock`` on ``<results>/.wormflow-nightly.lock``.  A
+1. Takes an exclusive ``flock`` on ``<results>/.wormflow-nightly.lock`` (a
+   relative ``--results`` is taken inside Snakemake's ``--directory``).  A
    second run on the same results directory exits at once with status 75 and
    a message naming the holder (pid, host, start time).  The kernel releases
    the lock when the holder dies, however it dies, so a killed night never
@@ -62,21 +63,57 @@ def snakemake_command(snakemake: str | None) -> list[str]:
     return [sys.executable, "-m", "snakemake"]
 
 
+def workdir(args: list[str]) -> str | None:
+    """Snakemake's working directory (``--directory`` / ``-d``) among ``args``, if given."""
+    for i, a in enumerate(args):
+        if a in ("--directory", "-d") and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--directory="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def lock_path(args: list[str], results: str = "results") -> Path:
+    """The lock file: in ``results``, which (when relative) lies in Snakemake's working directory.
+
+    So two nights started from different directories with ``--directory`` the same run directory
+    still exclude each other.
+    """
+    path = Path(results)
+    wd = workdir(args)
+    if wd is not None and not path.is_absolute():
+        path = Path(wd) / path
+    return path / LOCK_NAME
+
+
 def run_nightly(snakemake_args: list[str], results: str = "results", snakemake: str | None = None) -> int:
     args = [a for a in snakemake_args if a != "--"]
-    fd = acquire(Path(results) / LOCK_NAME)
+    fd = acquire(lock_path(args, results))
     if fd is None:
         return EXIT_LOCKED
     exe = snakemake_command(snakemake)
-    unlock = subprocess.run([*exe, *args, "--unlock"], pass_fds=(fd,), capture_output=True, text=True)
-    if unlock.returncode != 0:
-        sys.stderr.write(unlock.stdout + unlock.stderr)
-        return unlock.returncode
-    proc = subprocess.Popen([*exe, *args, "--rerun-incomplete", "--keep-going"], pass_fds=(fd,))
+    stop: list[int] = []  # signals received; one before the run starts means: do not start it
+    proc: subprocess.Popen | None = None
 
     def forward(signum, frame):
-        proc.send_signal(signal.SIGINT)
+        stop.append(signum)
+        if proc is not None:
+            proc.send_signal(signal.SIGINT)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
-    return proc.wait()
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, forward) for sig in handled}
+    try:
+        unlock = subprocess.run([*exe, *args, "--unlock"], pass_fds=(fd,), capture_output=True, text=True)
+        if unlock.returncode != 0:
+            sys.stderr.write(unlock.stdout + unlock.stderr)
+            return unlock.returncode
+        if stop:
+            return 128 + stop[0]
+        proc = subprocess.Popen([*exe, *args, "--rerun-incomplete", "--keep-going"], pass_fds=(fd,))
+        if stop:  # a signal that came while the run was being started
+            proc.send_signal(signal.SIGINT)
+        return proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        os.close(fd)

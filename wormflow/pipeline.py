@@ -203,7 +203,12 @@ def gather_step(
 ) -> dict:
     """Concatenate one collection's shards into ``scores.h5`` (one group per method)."""
     manifest = Manifest.read(manifest_path)
-    quarantine = [(e.relpath, e.quarantine) for e in manifest.entries if e.quarantine]
+    # A name that is not valid UTF-8 (kept with surrogate escapes) cannot be stored as an HDF5 string: write it as \xNN escapes.
+    quarantine = [
+        (e.relpath.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"), e.quarantine)
+        for e in manifest.entries
+        if e.quarantine
+    ]
     attrs = {
         "batch": batch,
         "collection_root": manifest.root,

@@ -6,7 +6,9 @@ are the per-epoch functions (``_vae_epoch``, ``_gan_epoch``,
 
 * Seeded (``seed``); the device is chosen automatically (CUDA with bf16
   autocast and channels_last when present, CPU otherwise).
-* After every epoch a resume checkpoint (``resume.pt``: models, optimisers,
+* After every epoch (or, with ``checkpoint_interval_s``, at most that often:
+  for sub-second epochs on a GPU the write would dominate) a resume
+  checkpoint (``resume.pt``: models, optimisers,
   epoch, RNG states, history, early-stopping state, config and package
   version) is written atomically.  A run that is killed resumes from it and
   produces the same weights as an uninterrupted run (same seed, CPU; the
@@ -46,7 +48,7 @@ from . import __version__
 from .artifact import ARTIFACT_FORMAT, ARTIFACT_VERSION, load_artifact, save_artifact  # noqa: F401 - re-exported
 from .atomic import atomic_path, atomic_write_text
 from .colour import colour_ratio
-from .decision import RESNET_GRID, Combiner, choose_threshold, fit_combiner
+from .decision import RESNET_GRID, Combiner, choose_threshold, cross_validated_scores, fit_combiner
 from .losses import focal_loss, vae_loss, weighted_bce
 from .models import GAN, VAE, resnet50_binary
 from .runtime import autocast, config_hash, rng_state, seed_everything, select_device, set_rng_state
@@ -361,6 +363,7 @@ def train(
     data_digest: str = "",
     code_digest: str = "",
     tensorboard: bool = True,
+    checkpoint_interval_s: float = 0.0,
     on_epoch_end: Callable[[int, dict], None] | None = None,
 ) -> dict:
     """Train ``method`` (resuming if possible) and write ``model.pt``; return the artifact dict."""
@@ -400,6 +403,7 @@ def train(
     n_epochs = total_epochs(method, cfg)
     runner = _epoch_runner(method, cfg, model, opts, fit_set, dev_set, dev_, num_workers)
     epoch = start_epoch
+    last_save = time.monotonic()
     while epoch < n_epochs and not extra["stopped_early"]:
         t0 = time.perf_counter()
         row = {"epoch": epoch + 1, **runner(epoch)}
@@ -412,19 +416,21 @@ def train(
         history.add(row)
         epoch += 1
         log.info("%s epoch %d/%d %s", method, epoch, n_epochs, {k: v for k, v in row.items() if k != "epoch"})
-        resume.save(
-            {
-                "epoch": epoch,
-                "model": _model_state(model),
-                "optimizers": {k: o.state_dict() for k, o in opts.items()},
-                "rng": rng_state(),
-                "history": history.rows,
-                "extra": extra,
-                "best_model": best_state,
-                "config": cfg,
-                "seed": seed,
-            }
-        )
+        if time.monotonic() - last_save >= checkpoint_interval_s or epoch == n_epochs or extra["stopped_early"]:
+            last_save = time.monotonic()
+            resume.save(
+                {
+                    "epoch": epoch,
+                    "model": _model_state(model),
+                    "optimizers": {k: o.state_dict() for k, o in opts.items()},
+                    "rng": rng_state(),
+                    "history": history.rows,
+                    "extra": extra,
+                    "best_model": best_state,
+                    "config": cfg,
+                    "seed": seed,
+                }
+            )
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
     history.close()
@@ -496,8 +502,8 @@ def fit_colour_bounds(method: str, feats: np.ndarray, dev_set: LabeledImages, cf
     """Choose the colour heuristic's α/β (shared by the three channels) on the dev split.
 
     For every (α, β) of ``colour.fit_grid`` the colour-ratio column (the last
-    feature) is recomputed, the combiner refitted and its dev AUROC measured;
-    the best pair wins (ties: the larger dev F1, then the configured pair).
+    feature) is recomputed and the out-of-fold dev AUROC of the combiner
+    measured; the best pair wins (ties: the larger dev F1, then the first pair).
     Needs both classes in dev; otherwise the configured bounds stay.
     """
     from sklearn.metrics import roc_auc_score
@@ -516,8 +522,9 @@ def fit_colour_bounds(method: str, feats: np.ndarray, dev_set: LabeledImages, cf
             ratio, _ = colour_ratio(x, [a] * 3, [b] * 3)
             trial = feats.copy()
             trial[:, -1] = ratio.numpy()
-            comb = fit_combiner(trial, labels, names, logs, c=cfg.get("combiner_c", 1.0))
-            scores = comb(trial)
+            scores = cross_validated_scores(trial, labels, names, logs, c=cfg.get("combiner_c", 1.0))
+            if scores is None:
+                scores = fit_combiner(trial, labels, names, logs, c=cfg.get("combiner_c", 1.0))(trial)
             key = (round(roc_auc_score(labels, scores), 6), choose_threshold(scores, labels).dev_f1)
             if best is None or key > best[0]:
                 best = (key, a, b, trial)
@@ -544,7 +551,13 @@ def _finalise(method, cfg, model, arch, dev_set, device, seed, weights_init, ext
     if len(scores) == 0:
         raise ValueError(f"{method}: the dev split is empty; a threshold cannot be chosen")
     grid = RESNET_GRID if method == "resnet50" else None
-    choice = choose_threshold(scores, dev_set.labels, grid)
+    tuning = scores
+    if combiner is not None:  # the combiner was fitted on dev too: tune on out-of-fold scores
+        oof = cross_validated_scores(feats, dev_set.labels, names, logs, c=cfg.get("combiner_c", 1.0))
+        tuning = scores if oof is None else oof
+    choice = choose_threshold(tuning, dev_set.labels, grid)
+    if tuning is not scores:
+        choice.rule += ", out-of-fold combined scores"
     return {
         "format": ARTIFACT_FORMAT,
         "format_version": ARTIFACT_VERSION,
