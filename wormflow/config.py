@@ -35,8 +35,18 @@ def deep_merge(base: dict, overlay: dict) -> dict:
 
 
 def validate(config: dict) -> dict:
-    """Validate ``config`` against the schema; raise :class:`ConfigError` naming the offending key."""
-    import jsonschema
+    """Validate ``config`` against the schema; raise :class:`ConfigError` naming the offending key.
+
+    ``jsonschema`` is a dependency (and Snakemake's); where it is missing (a bare
+    GPU image running a benchmark) the config is used unvalidated, with a warning.
+    """
+    try:
+        import jsonschema
+    except ImportError:
+        import warnings
+
+        warnings.warn("jsonschema is not installed: the configuration is not validated", stacklevel=2)
+        return config
 
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     validator = jsonschema.Draft202012Validator(schema)
