@@ -21,6 +21,7 @@ import csv
 import datetime as dt
 import json
 import math
+import os
 import platform
 import shlex
 import sys
@@ -169,9 +170,10 @@ def cmd_run(args) -> None:
         "device": torch.cuda.get_device_name(0)
         if torch.cuda.is_available()
         else f"CPU ({platform.processor() or platform.machine()})",
-        "cpu_count": __import__("os").cpu_count(),
+        "cpu_count": os.cpu_count(),
         "wormflow": __version__,
         "host": platform.node(),
+        "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
     }
     raw["command"] = " ".join(shlex.quote(a) for a in sys.argv)
     raw["data"] = str(args.data)
@@ -423,7 +425,8 @@ def render_markdown(out: dict, date: str) -> str:
         "",
         f"- Command: `{out['command']}`",
         f"- Device: {env['device']}; torch {env['torch']}; Python {env['python']}; wormflow {env['wormflow']}; {env['cpu_count']} CPUs",
-        f"- Wall time of the training/scoring stage: {out.get('run_wall_s') or 0:.0f} s",
+        f"- Wall time of the training/scoring stage: {out.get('run_wall_s') or 0:.0f} s"
+        f" (load average at the end: {env.get('load_average_at_end', 'n/a')}; other work shared the machine)",
         "",
         "## Results (test split, mean ± sd over seeds; 95% bootstrap interval of the seed-mean)",
         "",

@@ -56,7 +56,7 @@ def manifest_step(root: str, out: str, *, labeled: bool, shard_size: int) -> Man
 
 def _decode_one(root: Path, relpath: str, sizes: list[int], max_pixels: int, min_side: int):
     try:
-        rgb = decode_image(root / relpath, max_pixels=max_pixels, min_side=min_side)
+        rgb = decode_image(root / relpath, max_pixels=max_pixels, min_side=min_side, min_output_side=max(sizes))
     except ImageLoadError as exc:
         return None, exc.reason
     return ({s: resize_rgb(rgb, s) for s in sizes}, rgb.shape[:2]), None
