@@ -348,3 +348,20 @@ def test_image_load_error_carries_path_and_reason(tmp_path):
     assert err.path == str(tmp_path / "x.png")
     assert err.reason == "because"
     assert str(err) == f"{tmp_path / 'x.png'}: because"
+
+
+def test_jpeg_draft_decode_keeps_the_requested_size_and_content(tmp_path):
+    """``min_output_side`` decodes large JPEGs at a DCT scale that never goes below the request."""
+    yy, xx = np.mgrid[0:1000, 0:1300]
+    smooth = np.stack([(xx / 1300 * 255), (yy / 1000 * 255), ((xx + yy) / 2300 * 255)], -1).astype(np.uint8)
+    path = tmp_path / "big.jpg"
+    Image.fromarray(smooth).save(path, quality=95)
+    full = decode_image(path)
+    small = decode_image(path, min_output_side=224)
+    assert full.shape == (1000, 1300, 3)
+    assert min(small.shape[:2]) >= 224 and small.shape[0] < 1000  # reduced, but not below the request
+    diff = np.abs(resize_rgb(full, 224).astype(int) - resize_rgb(small, 224).astype(int))
+    assert diff.mean() < 2.0
+    png = tmp_path / "big.png"
+    Image.fromarray(smooth).save(png)
+    assert decode_image(png, min_output_side=224).shape == (1000, 1300, 3)  # only JPEGs are drafted
