@@ -1,5 +1,6 @@
 import os
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 # Cluster filesystems often cannot lock; every HDF5 file has exactly one writer.
@@ -23,6 +24,14 @@ def _data_root(key):
 
 LABELED_ROOT = _data_root("labeled")
 BATCHES_ROOT = _data_root("batches")
+# A mistyped data path must stop the run with its name, not give an empty night
+# (batches) or fail later inside a manifest job (labeled).
+for _key, _root in (("labeled", LABELED_ROOT), ("batches", BATCHES_ROOT)):
+    if config["data"][_key] != "demo" and not os.path.isdir(_root):
+        raise WorkflowError(
+            f"config data.{_key}: {_root!r} is not a directory "
+            f"(relative paths are taken from the working directory {os.getcwd()!r})"
+        )
 DEMO_INPUTS = config["data"]["labeled"] == "demo" or config["data"]["batches"] == "demo"
 if config["data"]["batches"] == "demo":
     BATCHES, REJECTED_BATCHES = sorted(config["demo"]["batches"]), []

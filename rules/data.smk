@@ -52,7 +52,7 @@ rule decode_shard:
     params:
         digest=get_shard_digest,
         sizes=IMAGE_SIZES,
-        decode=config["decode"],
-        hdf5=config["hdf5"],
+        max_pixels=config["decode"]["max_pixels"],
+        min_side=config["decode"]["min_side"],
     script:
         "../scripts/decode_shard.py"

@@ -43,7 +43,5 @@ rule gather:
         digest=get_collection_digest,
         root=get_collection_dir,
         score_map=get_gather_score_map,
-        shard_size=config["shard_size"],
-        hdf5=config["hdf5"],
     script:
         "../scripts/gather.py"

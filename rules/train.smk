@@ -24,7 +24,6 @@ rule train_vae:
     params:
         method="vae",
         cfg=config["methods"]["vae"],
-        training=config["training"],
         data=get_training_data_digest,
         code=CODE_DIGEST,
     script:
@@ -43,7 +42,6 @@ use rule train_vae as train_gan with:
     params:
         method="gan",
         cfg=config["methods"]["gan"],
-        training=config["training"],
         data=get_training_data_digest,
         code=CODE_DIGEST,
 
@@ -60,6 +58,5 @@ use rule train_vae as train_resnet50 with:
     params:
         method="resnet50",
         cfg=config["methods"]["resnet50"],
-        training=config["training"],
         data=get_training_data_digest,
         code=CODE_DIGEST,

@@ -9,16 +9,15 @@ from wormflow.smk import run
 
 
 def main(smk):
-    decode = smk.params.decode
     decode_shard_step(
         smk.input.manifest,
         int(smk.wildcards.shard),
         smk.output[0],
         sizes=smk.params.sizes,
         threads=smk.threads,
-        max_pixels=decode["max_pixels"],
-        min_side=decode["min_side"],
-        hdf5=smk.params.hdf5,
+        max_pixels=smk.params.max_pixels,
+        min_side=smk.params.min_side,
+        hdf5=smk.config["hdf5"],  # how the store is compressed does not change its content
     )
 
 

@@ -15,8 +15,8 @@ def main(smk):
         list(smk.input.stores),
         {m: list(paths) for m, paths in smk.params.score_map.items()},
         smk.output[0],
-        shard_size=smk.params.shard_size,
-        hdf5=smk.params.hdf5,
+        shard_size=smk.config["shard_size"],
+        hdf5=smk.config["hdf5"],
         batch=coll.split("/", 1)[1],
     )
 

@@ -13,10 +13,10 @@ def main(smk):
         smk.input.store,
         smk.input.model,
         smk.output[0],
-        batch_size=smk.params.scoring["batch_size"],
-        device=smk.params.scoring["device"],
-        shard_size=smk.params.shard_size,
-        hdf5=smk.params.hdf5,
+        batch_size=smk.config["scoring"]["batch_size"],
+        device=smk.config["scoring"]["device"],
+        shard_size=smk.config["shard_size"],
+        hdf5=smk.config["hdf5"],
     )
 
 

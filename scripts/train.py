@@ -12,7 +12,7 @@ from wormflow.train import load_split, train
 
 def main(smk):
     cfg = dict(smk.params.cfg)
-    training = smk.params.training
+    training = smk.config["training"]  # device, workers, logging: how it runs, not what it learns
     size = cfg["image_size"]
     train(
         smk.params.method,

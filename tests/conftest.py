@@ -35,5 +35,7 @@ def pytest_sessionfinish(session, exitstatus):
     if skipped:
         reporter.write_line(f"WORMFLOW_REQUIRE_ALL=1: {len(skipped)} test(s) skipped, which CI counts as failure", red=True)
         for rep in skipped:
-            reporter.write_line(f"  skipped: {rep.nodeid}: {rep.longrepr[-1] if isinstance(rep.longrepr, tuple) else rep.longrepr}")
+            reporter.write_line(
+                f"  skipped: {rep.nodeid}: {rep.longrepr[-1] if isinstance(rep.longrepr, tuple) else rep.longrepr}"
+            )
         session.exitstatus = 1

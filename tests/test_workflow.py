@@ -1,0 +1,545 @@
+"""The workflow end to end: dry runs, a full run on the generated demo and one on the real BBBC010 patches.
+
+Each full run happens once per test session (module-scoped fixtures, in
+temporary working directories; never in the repository).  The demo run uses
+the tiny overlays (``tests/configs/tiny.yaml`` + ``demo-tiny.yaml``: 48-pixel
+images, 32-pixel models, one or two epochs, shards of 6 images), the real run
+``config/bbbc010.yaml`` + ``tiny.yaml`` as they are: ``bbbc010.yaml`` names the
+data relative to the working directory (``../shared/data/bbbc010``), so the run
+directory gets a sibling ``shared/data/bbbc010`` linking to the real data.
+
+Protected models: ``model.pt`` is ``protected()`` (made read-only after
+training).  When a change requires retraining, Snakemake checks every job it
+must run for write-protected existing outputs while it builds the DAG, dry
+runs included, and stops with ``ProtectedOutputException`` ("Write-protected
+output files for rule train_vae") before anything runs.  Its test is
+``os.access(path, W_OK)``, which is always true for root: run by root, the
+read-only model is simply deleted, retrained and protected again.  The
+retraining tests check both: as the user running them, and (when that is
+root) once more without root's permission override (``setpriv``), as any
+other user would run the workflow.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+import os
+import re
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from browser import HAVE_CHROMIUM, NO_CHROMIUM, browse
+from workflow_helpers import BBBC010_CONFIG, DEMO_TINY, TINY, dry_run_jobs, run_snakemake, snakemake_cmd
+
+import wormflow
+from wormflow import report as rpt
+from wormflow.artifact import load_artifact
+from wormflow.config import load_config
+from wormflow.store import read_strings
+
+METHODS = ("vae", "gan", "resnet50")
+BASELINE = "dark_pixels"
+RUN_TIMEOUT = 25 * 60  # seconds, per Snakemake run
+TEST_TIMEOUT = 2 * RUN_TIMEOUT  # the first test using a run fixture pays for the run (tests using one are marked slow)
+DEMO_CONFIGS = (TINY, DEMO_TINY)
+REAL_CONFIGS = (BBBC010_CONFIG, TINY)
+# Two single-threaded scoring/training jobs at a time instead of one two-threaded one: these tiny
+# jobs spend most of their time starting Python and importing torch, which uses one core.
+# Threads are not a rerun trigger, so this changes nothing about what (re)runs.
+FAST = ("--set-threads", "score_shard=1", "train_vae=1", "train_gan=1", "train_resnet50=1")
+FINAL_RULES = {"gather", "evaluate", "ledger", "report", "all"}
+TRAIN_RULES = {f"train_{m}" for m in METHODS}
+CHUNKED = ("features", "recon", "error_map", "colour_mask")
+WRITE_BITS = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+MODEL = "results/models/{}/seed0/model.pt"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def files_below(root: Path) -> list[str]:
+    """Relative POSIX paths of the (non-hidden) files below ``root``, sorted."""
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Rule -> job count from Snakemake's job stats table (as ``workflow_helpers.dry_run_jobs``)."""
+    counts: dict[str, int] = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def real_data_workdir(base: Path, data: Path) -> Path:
+    """A run directory in which ``config/bbbc010.yaml``'s ``../shared/data/bbbc010`` is the real data."""
+    (base / "shared" / "data").mkdir(parents=True, exist_ok=True)
+    link = base / "shared" / "data" / "bbbc010"
+    if not link.exists():
+        link.symlink_to(data, target_is_directory=True)
+    cfg = yaml.safe_load(BBBC010_CONFIG.read_text())
+    assert cfg["data"]["labeled"] == "../shared/data/bbbc010/labeled", cfg  # what the link stands in for
+    workdir = base / "run"
+    workdir.mkdir(exist_ok=True)
+    return workdir
+
+
+def write_overlay(path: Path, overlay: dict) -> Path:
+    path.write_text(yaml.safe_dump(overlay))
+    return path
+
+
+# --------------------------------------------------------------------------- dry runs on fresh directories
+
+
+def test_dry_run_demo_default_config(tmp_path):
+    """``config.yaml`` alone (what `snakemake --profile profiles/local` runs): the demo set, then everything."""
+    jobs = dry_run_jobs(tmp_path / "run", configfiles=())
+    assert jobs.get("demo_data") == 1
+    assert {m: jobs.get(f"train_{m}") for m in METHODS} == dict.fromkeys(METHODS, 1)
+    assert jobs.get("manifest", 0) >= 1
+    assert jobs.get("gather") == 2  # the two demo batches (the test split's gather appears after its manifest)
+    assert all(jobs.get(r) == 1 for r in ("evaluate", "ledger", "report", "all")), jobs
+    # decode and score jobs are known only once the manifest checkpoints have run
+    assert set(jobs) == {"demo_data", "manifest", *TRAIN_RULES, *FINAL_RULES}, jobs
+    assert not (tmp_path / "run" / "results").exists()
+
+
+def test_dry_run_real_data(tmp_path, bbbc010):
+    workdir = real_data_workdir(tmp_path, bbbc010)
+    jobs = dry_run_jobs(workdir, configfiles=REAL_CONFIGS)
+    batches = sorted(p.name for p in (bbbc010 / "batches").iterdir() if p.is_dir())
+    assert len(batches) == 3
+    assert "demo_data" not in jobs
+    assert {m: jobs.get(f"train_{m}") for m in METHODS} == dict.fromkeys(METHODS, 1)
+    assert jobs.get("gather") == len(batches)  # the batches were found through ../shared/data/bbbc010
+    assert all(jobs.get(r) == 1 for r in ("evaluate", "ledger", "report", "all")), jobs
+    assert set(jobs) == {"manifest", *TRAIN_RULES, *FINAL_RULES}, jobs
+    assert not (workdir / "results").exists()
+
+
+# --------------------------------------------------------------------------- the demo, run once
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> SimpleNamespace:
+    workdir = tmp_path_factory.mktemp("demo-run")
+    proc = run_snakemake(workdir, *FAST, configfiles=DEMO_CONFIGS, timeout=RUN_TIMEOUT)
+    return SimpleNamespace(
+        workdir=workdir,
+        results=workdir / "results",
+        config=load_config(list(DEMO_CONFIGS)),
+        output=proc.stdout + proc.stderr,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(TEST_TIMEOUT)
+def test_demo_final_outputs(demo):
+    r = demo.results
+    for rel in ("report.html", "report.json", "batches.tsv", "eval/metrics.json", "eval/metrics.csv", "labeled/test/scores.h5"):
+        assert (r / rel).is_file() and (r / rel).stat().st_size > 0, rel
+    for batch in demo.config["demo"]["batches"]:
+        assert (r / "batches" / batch / "scores.h5").is_file(), batch
+    for m in METHODS:
+        d = r / "models" / m / "seed0"
+        assert (d / "model.pt").stat().st_size > 0
+        mode = (d / "model.pt").stat().st_mode
+        assert not mode & WRITE_BITS, f"{m}/model.pt is writable ({stat.filemode(mode)}): protected() lost"
+        with open(d / "history.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert rows and "epoch" in rows[0], (m, rows[:1])
+        events = list((d / "tensorboard").glob("events.out.tfevents.*"))
+        assert events and all(e.stat().st_size > 0 for e in events), m
+        assert (r / "logs" / "train" / m / "seed0.log").is_file()
+        assert (r / "benchmarks" / "train" / m / "seed0.tsv").is_file()
+    # score shards are temp(): gone once gathered
+    assert not list(r.glob("**/shards/*.seed*.h5"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(TEST_TIMEOUT)
+def test_demo_batch_scores_h5(demo):
+    cfg = demo.config
+    sizes = {m: cfg["methods"][m]["image_size"] for m in METHODS}
+    batches = sorted(cfg["demo"]["batches"])
+    assert batches == sorted(p.name for p in (demo.results / "demo" / "batches").iterdir() if p.is_dir())
+    for batch in batches:
+        src = demo.results / "demo" / "batches" / batch
+        files = files_below(src)
+        assert len(files) == cfg["demo"]["batches"][batch]
+        with h5py.File(demo.results / "batches" / batch / "scores.h5", "r") as f:
+            assert f.attrs["format"] == "wormflow-batch" and f.attrs["complete"]
+            n = int(f.attrs["n_scored"])
+            assert n + int(f.attrs["n_quarantined"]) == len(files) == int(f.attrs["n_files"])
+            ids = read_strings(f["images/ids"])
+            quarantined = read_strings(f["quarantine/ids"])
+            assert sorted(ids + quarantined) == files
+            assert ids == files  # the demo has nothing to quarantine; one row per image, in path order
+            paths = read_strings(f["images/paths"])
+            assert all((demo.workdir / p).resolve() == (src / i).resolve() for i, p in zip(ids, paths))
+            assert set(f["images/labels"][()].tolist()) <= {-1}  # batches are unlabeled
+            assert sorted(f.attrs["methods"].tolist()) == sorted(METHODS)
+            for m in METHODS:
+                check_method_group(f[m], m, n, ids, paths, sizes[m], demo.results, cfg)
+
+
+def check_method_group(g: h5py.Group, method: str, n: int, ids: list[str], paths: list[str], size: int, results: Path, cfg):
+    where = g.name
+    assert read_strings(g["ids"]) == ids, where
+    assert read_strings(g["paths"]) == paths, where
+    score, pred, features = g["score"], g["pred"], g["features"]
+    assert (score.dtype, score.shape) == (np.float32, (n,)), where
+    assert (pred.dtype, pred.shape) == (np.int8, (n,)), where
+    threshold = float(g.attrs["threshold"])
+    s, p = score[()], pred[()]
+    assert np.isfinite(s).all(), where
+    decided = np.abs(s.astype(np.float64) - threshold) > 1e-6  # exactly at the threshold float32 rounding decides
+    assert np.array_equal(p[decided], (s[decided] >= threshold).astype(np.int8)), where
+    assert set(np.unique(p).tolist()) <= {0, 1}
+    names = [str(v) for v in features.attrs["names"]]
+    assert features.dtype == np.float32 and features.ndim == 2 and features.shape == (n, len(names)) and names, where
+    expected = {
+        "recon": ((n, size, size, 3), np.uint8),
+        "error_map": ((n, size, size), np.uint8),
+        "colour_mask": ((n, size, size), np.uint8),
+    }
+    if method in ("vae", "gan"):
+        for name, (shape, dtype) in expected.items():
+            assert (g[name].shape, g[name].dtype) == (shape, dtype), f"{where}/{name}"
+        assert set(np.unique(g["colour_mask"][()]).tolist()) <= {0, 1}
+    else:
+        assert not set(expected) & set(g), where
+    for name in CHUNKED:
+        if name in g and n:
+            assert g[name].chunks is not None, f"{where}/{name} is not chunked"
+            assert g[name].compression == cfg["hdf5"]["compression"], f"{where}/{name}: {g[name].compression}"
+    model = results / "models" / method / "seed0" / "model.pt"
+    artifact = load_artifact(model)
+    assert g.attrs["method"] == method
+    assert g.attrs["checkpoint_sha256"] == sha256(model), where
+    assert threshold == artifact["threshold"], where
+    assert g.attrs["config_hash"] == artifact["config_hash"], where
+    assert g.attrs["package_version"] == wormflow.__version__, where
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", g.attrs["created_utc"]), where
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(TEST_TIMEOUT)
+def test_demo_shards_concatenate_in_order(demo, tmp_path):
+    """demo-batch-1 (8 images, shard_size 6) has two shards; the batch file holds shard 0's rows, then shard 1's."""
+    from wormflow.pipeline import score_shard_step
+
+    cfg = demo.config
+    coll = demo.results / "batches" / "demo-batch-1"
+    n_images = cfg["demo"]["batches"]["demo-batch-1"]
+    n_shards = math.ceil(n_images / cfg["shard_size"])
+    assert n_shards == 2
+    stores = [coll / "shards" / f"{k}.images.h5" for k in range(n_shards)]
+    assert all(p.is_file() for p in stores) and not (coll / "shards" / f"{n_shards}.images.h5").exists()
+    shard_ids, shard_sha = [], []
+    for p in stores:
+        with h5py.File(p, "r") as f:
+            shard_ids.append(read_strings(f["ids"]))
+            shard_sha.append(read_strings(f["sha256"]))
+    assert [len(i) for i in shard_ids] == [cfg["shard_size"], n_images - cfg["shard_size"]]
+    # rescore each shard with the VAE, exactly as the score_shard job does, and find its rows in the batch file
+    rescored = []
+    for k, p in enumerate(stores):
+        out = tmp_path / f"{k}.vae.h5"
+        score_shard_step(
+            str(p),
+            str(demo.results / "models" / "vae" / "seed0" / "model.pt"),
+            str(out),
+            batch_size=cfg["scoring"]["batch_size"],
+            shard_size=cfg["shard_size"],
+            hdf5=cfg["hdf5"],
+        )
+        with h5py.File(out, "r") as f:
+            rescored.append({"ids": read_strings(f["ids"]), "score": f["score"][()], "recon": f["recon"][()]})
+    with h5py.File(coll / "scores.h5", "r") as f:
+        assert read_strings(f["images/ids"]) == shard_ids[0] + shard_ids[1]
+        assert read_strings(f["images/sha256"]) == shard_sha[0] + shard_sha[1]
+        assert read_strings(f["vae/ids"]) == rescored[0]["ids"] + rescored[1]["ids"]
+        np.testing.assert_allclose(f["vae/score"][()], np.concatenate([r["score"] for r in rescored]), atol=1e-4)
+        recon = f["vae/recon"][()].astype(int)
+        assert np.abs(recon - np.concatenate([r["recon"] for r in rescored]).astype(int)).max() <= 1
+        for m in METHODS:  # every method's columns span both shards
+            assert f[m]["score"].shape[0] == n_images
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(TEST_TIMEOUT)
+def test_demo_test_split_scores(demo):
+    cfg = demo.config
+    split = demo.results / "demo" / "labeled" / "test"
+    files = files_below(split)
+    assert len(files) == 2 * cfg["demo"]["n_test"]
+    with h5py.File(demo.results / "labeled" / "test" / "scores.h5", "r") as f:
+        ids = read_strings(f["images/ids"])
+        assert ids == files
+        labels = f["images/labels"][()]
+        assert labels.tolist() == [int(i.startswith("wormed/")) for i in ids]
+        for m in METHODS:
+            assert read_strings(f[m]["ids"]) == ids and f[m]["score"].shape == (len(ids),)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(TEST_TIMEOUT)
+def test_demo_ledger_matches_batch_files(demo):
+    with open(demo.results / "batches.tsv", newline="") as fh:
+        rows = {r["batch"]: r for r in csv.DictReader(fh, delimiter="\t")}
+    assert sorted(rows) == sorted(demo.config["demo"]["batches"])
+    for batch, row in rows.items():
+        with h5py.File(demo.results / "batches" / batch / "scores.h5", "r") as f:
+            for key in ("n_files", "n_scored", "n_quarantined"):
+                assert int(row[key]) == int(f.attrs[key]), (batch, key)
+            for m in METHODS:
+                share = float(np.mean(f[m]["pred"][()] == 1))
+                assert float(row[f"{m}_flagged_share"]) == pytest.approx(share, abs=1e-3), (batch, m)
+        assert row["status"] == "ok"
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _summary_cells(html: str) -> dict[str, list[str]]:
+    """Text of each summary-table row's cells, keyed by the first cell's method label."""
+    section = html[html.index('<section id="summary">') : html.index('<section id="confusion">')]
+    body = section[section.index("<tbody>") : section.index("</tbody>")]
+    rows = {}
+    for tr in re.findall(r"<tr\b.*?</tr>", body, flags=re.S):
+        cells = [re.sub(r"<[^>]+>", " ", c) for c in re.findall(r"<td\b[^>]*>(.*?)</td>", tr, flags=re.S)]
+        cells = [" ".join(c.split()) for c in cells]
+        label = next(lbl for lbl in rpt.METHOD_LABELS.values() if cells[0].startswith(lbl))
+        rows[label] = cells
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(TEST_TIMEOUT)
+def test_report_numbers_equal_metrics(demo):
+    import json
+
+    metrics = json.loads((demo.results / "eval" / "metrics.json").read_text())["methods"]
+    data = json.loads((demo.results / "report.json").read_text())
+    assert set(metrics) == {*METHODS, BASELINE}
+    rows = {r["method"]: r for r in data["summary"]["rows"]}
+    rows[BASELINE] = data["summary"]["baseline"]
+    assert set(rows) == set(metrics)
+    html = (demo.results / "report.html").read_text(encoding="utf-8")
+    cells = _summary_cells(html)
+    assert set(cells) == {rpt.method_label(n) for n in metrics}
+    # summary columns: method, F1, AUROC, AP, precision, recall, threshold, ...
+    columns = ("f1", "auroc", "average_precision", "precision", "recall")
+    for name, block in metrics.items():
+        row = rows[name]
+        assert row["threshold"] == block["threshold"], name
+        for k in (*columns, "accuracy"):
+            assert row["metrics"][k] == block["metrics"][k], (name, k)
+            assert row["intervals"][k] == block["intervals"][k], (name, k)
+        shown = cells[rpt.method_label(name)]
+        for col, k in enumerate(columns, start=1):
+            value, (lo, hi) = block["metrics"][k], block["intervals"][k]
+            assert shown[col] == f"{value:.3f} [{lo:.3f}, {hi:.3f}]", (name, k, shown[col])
+        assert shown[len(columns) + 1] == f"{block['threshold']:.4f}", (name, shown)
+    # the CSV has the same numbers
+    with open(demo.results / "eval" / "metrics.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            block = metrics[r["method"]]
+            assert float(r["value"]) == pytest.approx(block["metrics"][r["metric"]], abs=1e-12), r
+            assert float(r["threshold"]) == pytest.approx(block["threshold"], abs=1e-12), r
+            assert [float(r["ci_low"]), float(r["ci_high"])] == pytest.approx(block["intervals"][r["metric"]], abs=1e-12), r
+    # the confusion matrices, batches and models of the page are those of the run
+    assert {c["method"]: c["matrix"] for c in data["confusion_matrices"]} == {
+        n: b["confusion_matrix"] for n, b in metrics.items()
+    }
+    assert [b["batch"] for b in data["batches"]] == sorted(demo.config["demo"]["batches"])
+    assert all(b["n_files"] == demo.config["demo"]["batches"][b["batch"]] for b in data["batches"])
+    models = {m["method"]: m for m in data["provenance"]["models"]}
+    for m in METHODS:
+        assert models[m]["checkpoint_sha256"] == sha256(demo.results / "models" / m / "seed0" / "model.pt")
+        assert models[m]["checkpoint_matches"] is True
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not HAVE_CHROMIUM, reason=NO_CHROMIUM)
+@pytest.mark.slow
+@pytest.mark.timeout(TEST_TIMEOUT)
+def test_report_opens_in_headless_chromium(demo, tmp_path):
+    from PIL import Image
+
+    problems, page, png = browse(demo.results / "report.html", tmp_path)
+    assert problems == []
+    assert page["broken"] == 0 and page["fetched"] == [] and page["images"] > 10
+    assert page["sections"] == len(rpt.SECTIONS)
+    shot = tmp_path / "report.png"
+    shot.write_bytes(png)
+    assert shot.stat().st_size > 10_000 and shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    img = Image.open(io.BytesIO(png))
+    assert img.format == "PNG" and img.size[0] > 0 and np.asarray(img.convert("L")).std() > 10  # not blank
+
+
+# --------------------------------------------------------------------------- reruns and retraining
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(TEST_TIMEOUT)
+def test_second_run_is_a_noop(demo):
+    assert dry_run_jobs(demo.workdir, configfiles=DEMO_CONFIGS) == {}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(TEST_TIMEOUT)
+def test_scoring_batch_size_retrains_nothing(demo, tmp_path):
+    overlay = write_overlay(tmp_path / "scoring.yaml", {"scoring": {"batch_size": 16}})
+    jobs = dry_run_jobs(demo.workdir, configfiles=(*DEMO_CONFIGS, overlay))
+    assert not TRAIN_RULES & set(jobs), jobs
+    assert "decode_shard" not in jobs and "manifest" not in jobs and "demo_data" not in jobs, jobs
+    # score_shard has the whole ``scoring`` section as a parameter, so the shards are rescored (and gathered,
+    # evaluated and reported again); the models and image stores stay
+    assert set(jobs) <= {"score_shard", "gather", "evaluate", "ledger", "report", "all"}, jobs
+
+
+def regular_user_prefix() -> list[str]:
+    """A command prefix under which file permissions apply as they do to any user who is not root.
+
+    Snakemake's protected() check is ``os.access(path, W_OK)``, always true for root.  Run by root,
+    ``setpriv`` drops the capabilities that bypass permission checks (from the bounding set, so the
+    process keeps uid 0 and its files but read-only files are read-only to it).
+    """
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is needed to check protected() as root"
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+
+
+def run_as_regular_user(workdir: Path, *args: str, configfiles, timeout: float = RUN_TIMEOUT) -> subprocess.CompletedProcess:
+    cmd = regular_user_prefix() + snakemake_cmd(workdir, *args, configfiles=configfiles)
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_refused_for_vae(proc: subprocess.CompletedProcess) -> None:
+    """Refused while building the DAG, naming the VAE's protected model (and no other model)."""
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert "ProtectedOutputException" in out and "Write-protected output files for rule train_vae" in out, out[-3000:]
+    assert MODEL.format("vae") in out, out[-3000:]
+    assert MODEL.format("gan") not in out and MODEL.format("resnet50") not in out, out[-3000:]
+    assert "Finished job" not in out  # nothing ran
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(TEST_TIMEOUT)
+def test_changed_lr_retrains_only_that_method(demo, tmp_path):
+    overlay = write_overlay(tmp_path / "lr.yaml", {"methods": {"vae": {"lr": 1.0e-4}}})
+    configs = (*DEMO_CONFIGS, overlay)
+    before = {m: sha256(demo.results / "models" / m / "seed0" / "model.pt") for m in METHODS}
+    if os.geteuid() == 0:
+        # root may write read-only files, so Snakemake does not see model.pt as protected and plans to retrain it
+        proc = run_snakemake(demo.workdir, "-n", "--quiet", "rules", configfiles=configs)
+        jobs = job_counts(proc.stdout + proc.stderr)
+        assert jobs.get("train_vae") == 1, jobs
+        assert not {"train_gan", "train_resnet50"} & set(jobs), jobs
+        assert "decode_shard" not in jobs and "manifest" not in jobs, jobs
+        # every method's shards are rescored for the gathers (score shards are temp(), deleted once gathered)
+        assert jobs.get("gather") == 1 + len(demo.config["demo"]["batches"]), jobs
+    # anyone else: already the dry run stops at the protected model that would have to be retrained
+    assert_refused_for_vae(run_as_regular_user(demo.workdir, "-n", configfiles=configs))
+    assert {m: sha256(demo.results / "models" / m / "seed0" / "model.pt") for m in METHODS} == before
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(TEST_TIMEOUT)
+def test_protected_model_in_a_real_retraining_run(demo, tmp_path):
+    """Real runs (on a copy of the run directory) that must regenerate the protected VAE model."""
+    workdir = tmp_path / "copy"
+    shutil.copytree(demo.workdir, workdir, symlinks=True)
+    models = {m: workdir / MODEL.format(m) for m in METHODS}
+    before = {m: (sha256(p), p.stat().st_mtime_ns) for m, p in models.items()}
+    configs = (*DEMO_CONFIGS, write_overlay(tmp_path / "lr.yaml", {"methods": {"vae": {"lr": 1.0e-4}}}))
+    # "--": the target is not one more --set-threads value
+    assert_refused_for_vae(run_as_regular_user(workdir, *FAST, "--", MODEL.format("vae"), configfiles=configs))
+    assert {m: (sha256(p), p.stat().st_mtime_ns) for m, p in models.items()} == before
+    if os.geteuid() != 0:
+        return
+    # as root the read-only model is deleted, retrained and protected again; the other models stay
+    proc = run_snakemake(workdir, *FAST, "--", MODEL.format("vae"), configfiles=configs, timeout=RUN_TIMEOUT)
+    jobs = job_counts(proc.stdout + proc.stderr)
+    assert jobs.get("train_vae") == 1 and not {"train_gan", "train_resnet50"} & set(jobs), jobs
+    assert sha256(models["vae"]) != before["vae"][0]
+    assert load_artifact(models["vae"])["config"]["lr"] == 1.0e-4
+    assert not models["vae"].stat().st_mode & WRITE_BITS
+    for m in ("gan", "resnet50"):
+        assert (sha256(models[m]), models[m].stat().st_mtime_ns) == before[m], m
+
+
+# --------------------------------------------------------------------------- the real BBBC010 patches
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory, bbbc010) -> SimpleNamespace:
+    workdir = real_data_workdir(tmp_path_factory.mktemp("bbbc010-run"), bbbc010)
+    run_snakemake(workdir, *FAST, configfiles=REAL_CONFIGS, timeout=RUN_TIMEOUT)
+    return SimpleNamespace(workdir=workdir, results=workdir / "results", data=bbbc010)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(TEST_TIMEOUT)
+def test_real_data_end_to_end(real):
+    import json
+
+    r = real.results
+    with open(real.data / "batches" / "labels.csv", newline="") as fh:
+        listed: dict[str, list[str]] = {}
+        for row in csv.DictReader(fh):
+            listed.setdefault(row["batch"], []).append(row["file"])
+    assert len(listed) == 3
+    for rel in ("report.html", "report.json", "batches.tsv", "eval/metrics.json", "eval/metrics.csv", "labeled/test/scores.h5"):
+        assert (r / rel).is_file(), rel
+    assert not (r / "demo").exists()
+    for m in METHODS:
+        assert (r / "models" / m / "seed0" / "model.pt").is_file()
+    for batch, files in listed.items():
+        assert sorted(f"{batch}/{p}" for p in files_below(real.data / "batches" / batch)) == sorted(files)
+        with h5py.File(r / "batches" / batch / "scores.h5", "r") as f:
+            assert int(f.attrs["n_scored"]) + int(f.attrs["n_quarantined"]) == len(files), batch
+            ids = read_strings(f["images/ids"]) + read_strings(f["quarantine/ids"])
+            assert sorted(f"{batch}/{i}" for i in ids) == sorted(files)
+            for m in METHODS:
+                assert f[m]["score"].shape == (int(f.attrs["n_scored"]),)
+    with h5py.File(r / "labeled" / "test" / "scores.h5", "r") as f:
+        assert len(read_strings(f["images/ids"])) == len(files_below(real.data / "labeled" / "test"))
+    metrics = json.loads((r / "eval" / "metrics.json").read_text())
+    assert set(metrics["methods"]) == {*METHODS, BASELINE}
+    for name, block in metrics["methods"].items():
+        for k in ("f1", "auroc"):
+            assert block["metrics"][k] is not None and math.isfinite(block["metrics"][k]), (name, k)
+            assert 0 <= block["metrics"][k] <= 1
+        assert block["n_test"] == len(files_below(real.data / "labeled" / "test"))
+    report = json.loads((r / "report.json").read_text())
+    assert [b["batch"] for b in report["batches"]] == sorted(listed)
+    assert all(b["n_scored"] + b["n_quarantined"] == len(listed[b["batch"]]) for b in report["batches"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(TEST_TIMEOUT)
+def test_real_data_second_run_is_a_noop(real):
+    assert dry_run_jobs(real.workdir, configfiles=REAL_CONFIGS) == {}
