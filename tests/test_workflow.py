@@ -407,14 +407,12 @@ def test_second_run_is_a_noop(demo):
 
 @pytest.mark.slow
 @pytest.mark.timeout(TEST_TIMEOUT)
-def test_scoring_batch_size_retrains_nothing(demo, tmp_path):
+def test_scoring_batch_size_rescores_nothing(demo, tmp_path):
     overlay = write_overlay(tmp_path / "scoring.yaml", {"scoring": {"batch_size": 16}})
     jobs = dry_run_jobs(demo.workdir, configfiles=(*DEMO_CONFIGS, overlay))
-    assert not TRAIN_RULES & set(jobs), jobs
-    assert "decode_shard" not in jobs and "manifest" not in jobs and "demo_data" not in jobs, jobs
-    # score_shard has the whole ``scoring`` section as a parameter, so the shards are rescored (and gathered,
-    # evaluated and reported again); the models and image stores stay
-    assert set(jobs) <= {"score_shard", "gather", "evaluate", "ledger", "report", "all"}, jobs
+    # the batch size decides how fast, not what: nothing is retrained or rescored; only the report,
+    # which shows the whole config, is rendered again
+    assert set(jobs) <= {"report", "all"}, jobs
 
 
 def regular_user_prefix() -> list[str]:
