@@ -20,9 +20,9 @@ rule score_shard:
         mem_mb=8000,
         runtime=30,
     params:
+        # what decides the output: the shard's content and how it is stored (the scoring batch
+        # size, device and threads decide only how fast; scripts read them from the config)
         digest=get_shard_digest,
-        scoring=config["scoring"],
-        shard_size=config["shard_size"],
         hdf5=config["hdf5"],
     script:
         "../scripts/score_shard.py"
