@@ -13,6 +13,7 @@ Usable outside pytest too, e.g. ``python -c 'import slurm_helpers as h; ...'``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -63,6 +64,12 @@ def cluster_answers(timeout_s: float = 10) -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return proc.returncode == 0 and bool(proc.stdout.strip())
+
+
+@functools.cache
+def cluster_up() -> bool:
+    """:func:`cluster_answers`, asked once per process (the test modules share the answer)."""
+    return cluster_answers()
 
 
 @dataclass
@@ -118,7 +125,7 @@ class SnakemakeRun:
         )
 
 
-def snakemake_env() -> dict[str, str]:
+def snakemake_env(remove: tuple[str, ...] | list[str] = ()) -> dict[str, str]:
     """Environment for the head process: the interpreter's bin/ (the venv) first on PATH.
 
     The plugin starts the jobs with the head's ``sys.executable``, and ``sbatch
@@ -132,6 +139,8 @@ def snakemake_env() -> dict[str, str]:
     for key in [k for k in env if k.startswith("SLURM_")]:
         del env[key]
     env.pop("SNAKEMAKE_PROFILE", None)
+    for key in remove:  # e.g. to see that the workflow itself sets a variable
+        env.pop(key, None)
     return env
 
 
@@ -143,6 +152,7 @@ def run_snakemake(
     timeout_s: int = 300,
     kill_after_s: int = 60,
     log_file: Path | str | None = None,
+    env_remove: tuple[str, ...] | list[str] = (),
 ) -> SnakemakeRun:
     """Run ``python -m snakemake --profile P1 --profile P2 ... ARGS`` in ``cwd``.
 
@@ -152,6 +162,7 @@ def run_snakemake(
     cancelled here via their job name. ``--workflow-profile none`` keeps a
     profiles/default/ next to a Snakefile from changing the test.
     If ``log_file`` is given, the timed output is written there as well.
+    ``env_remove`` names variables to drop from the head's environment.
     """
     cwd = Path(cwd)
     cmd = ["timeout", "-s", "INT", "-k", str(kill_after_s), str(timeout_s), sys.executable, "-m", "snakemake"]
@@ -164,7 +175,7 @@ def run_snakemake(
     proc = subprocess.Popen(
         cmd,
         cwd=cwd,
-        env=snakemake_env(),
+        env=snakemake_env(env_remove),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -245,3 +256,69 @@ def format_jobs(jobs: list[dict]) -> str:
     """A compact table of sacct records, for assertion messages."""
     keys = ("JobIDRaw", "rule", "wildcards", "State", "ExitCode", "ReqMem", "Timelimit", "AllocTRES", "Elapsed")
     return "\n".join(" | ".join(str(j.get(k, "")) for k in keys) for j in jobs) or "(no jobs)"
+
+
+def sacct_env(jobid: str) -> dict[str, str]:
+    """The environment SLURM launched a batch job's script with (``sacct --env-vars``).
+
+    Needs ``AccountingStoreFlags=job_env`` (set by start-local-slurm.sh). With
+    ``sbatch --export=ALL`` (the plugin's default) this is the head process's
+    environment at submission time.
+    """
+    cmd = ["sacct", "-j", str(jobid), "--env-vars"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    env = {}
+    for line in proc.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            env[key] = value
+    return env
+
+
+def error_blocks(output: str, rule: str) -> list[str]:
+    """All 'Error in rule RULE:' blocks (their indented lines) in snakemake's output."""
+    lines = output.splitlines()
+    blocks = []
+    for i, line in enumerate(lines):
+        if line == f"Error in rule {rule}:":
+            block = []
+            for body in lines[i + 1 :]:
+                if body and not body[0].isspace():
+                    break
+                block.append(body)
+            blocks.append("\n".join(block))
+    return blocks
+
+
+def job_info_wildcards(output: str, rule: str, snakemake_jobid: int) -> str | None:
+    """The 'wildcards:' line of the job-info block snakemake prints when it submits a job.
+
+    (Snakemake's 'Error in rule' block has no wildcards line; this block has.)
+    """
+    for block in re.split(r"\n(?=\[\w{3} \w{3} )", output):  # blocks start with a "[Fri Nov 27 ...]" line
+        if re.search(rf"^rule {re.escape(rule)}:$", block, re.M) and re.search(rf"^\s+jobid: {snakemake_jobid}$", block, re.M):
+            m = re.search(r"^\s+wildcards: (.+)$", block, re.M)
+            return m.group(1) if m else None
+    return None
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """rule -> count from the first 'Job stats:' table in snakemake's output (e.g. of a dry run)."""
+    counts: dict[str, int] = {}
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == "Job stats:":
+            for row in lines[i + 1 :]:
+                parts = row.split()
+                if not parts:
+                    if counts:
+                        break
+                    continue
+                if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+                    counts[parts[0]] = int(parts[1])
+                elif parts[0] == "total":
+                    break
+            break
+    return counts

@@ -16,20 +16,24 @@
 # The node offers all CPUs, ~90 % of available memory and N fake GPUs
 # (gres gpu:<type>:N, each backed by a /dev/null-like character device), so
 # GPU requests (`--gpus=1`) are scheduled and accounted (sacct AllocTRES shows
-# gres/gpu=1) although the machine has no GPU.
+# gres/gpu=1) although the machine has no GPU. Two by default, so that two
+# 1-CPU GPU jobs can run side by side on a 2-CPU machine; where mknod is not
+# permitted the default falls back to one (backed by /dev/null).
 #
 # Idempotent: packages already installed are not reinstalled, daemons already
 # running (as recorded in our PID files) are left running; the config files are
-# rewritten and, if they changed, `scontrol reconfigure` is issued. Re-running on
-# a running cluster takes ~1 s. Changes to the node definition (CPUs, memory,
-# GPUs) need a stop + start.
+# rewritten and, if they changed, `scontrol reconfigure` is issued; if the node
+# definition changed (CPUs, memory, GPUs), slurmctld and slurmd are restarted
+# instead (reconfigure does not apply that). Re-running on a running cluster
+# takes ~1 s.
 #
 # Every daemon started here records its PID in $RUN/<name>.pid;
 # tests/slurm/stop-local-slurm.sh stops exactly those and nothing else.
 #
 # Environment knobs (all optional):
 #   LOCAL_SLURM_PARTITION=debug        name of the single, default partition
-#   LOCAL_SLURM_FAKE_GPUS=1            number of fake GPUs on the node (0 = none)
+#   LOCAL_SLURM_FAKE_GPUS=2            number of fake GPUs on the node (0 = none; default
+#                                      2, or 1 where mknod is not permitted)
 #   LOCAL_SLURM_GPU_TYPE=fakegpu       gres type, i.e. what `gpu_model` would name
 #   LOCAL_SLURM_CPUS=$(nproc)          CPUs of the node
 #   LOCAL_SLURM_MEM_MB=<90% MemTotal>  RealMemory of the node (must be <= what
@@ -44,7 +48,7 @@
 set -euo pipefail
 
 PARTITION=${LOCAL_SLURM_PARTITION:-debug}
-FAKE_GPUS=${LOCAL_SLURM_FAKE_GPUS:-1}
+FAKE_GPUS=${LOCAL_SLURM_FAKE_GPUS:-2}
 GPU_TYPE=${LOCAL_SLURM_GPU_TYPE:-fakegpu}
 CPUS=${LOCAL_SLURM_CPUS:-$(nproc)}
 # default: 90 % of MemTotal, rounded down to 256 MB, so that re-runs write the same config
@@ -145,25 +149,35 @@ config_changed=0
 # Fake GPUs. slurmd needs one File= per GPU and it must be a character device:
 # a count-only gpu gres is reported as 0 and the node goes INVAL; a regular
 # file is rejected ("not a valid character or block device"). A char device
-# with /dev/null's numbers (c 1 3) works; fall back to /dev/null for 1 GPU.
+# with /dev/null's numbers (c 1 3) works; where mknod is not permitted only
+# one GPU is possible, backed by /dev/null itself (slurmd rejects duplicates).
 GRES_TYPES=""
 NODE_GRES=""
 ACCT_TRES=""
 if [ "$FAKE_GPUS" -gt 0 ]; then
     GRES_TYPES="GresTypes=gpu"
-    NODE_GRES="Gres=gpu:${GPU_TYPE}:${FAKE_GPUS}"
     ACCT_TRES="AccountingStorageTRES=gres/gpu" # sacct AllocTRES shows gres/gpu=N
     mkdir -p "$DATA/dev"
-    gres_lines="AutoDetect=off"
+    devs=""
     for i in $(seq 0 $((FAKE_GPUS - 1))); do
         dev=$DATA/dev/fakegpu$i
         if [ ! -c "$dev" ]; then
             rm -f "$dev"
             if ! mknod -m 666 "$dev" c 1 3 2>/dev/null; then
-                [ "$FAKE_GPUS" = 1 ] || die "mknod not permitted here; only LOCAL_SLURM_FAKE_GPUS=1 (backed by /dev/null) is possible"
-                dev=/dev/null
+                if [ "$FAKE_GPUS" != 1 ] && [ -n "${LOCAL_SLURM_FAKE_GPUS:-}" ]; then
+                    die "mknod not permitted here; only LOCAL_SLURM_FAKE_GPUS=1 (backed by /dev/null) is possible"
+                fi
+                [ "$FAKE_GPUS" = 1 ] || log "mknod not permitted here: 1 fake GPU (backed by /dev/null) instead of $FAKE_GPUS"
+                FAKE_GPUS=1
+                devs=/dev/null
+                break
             fi
         fi
+        devs="$devs $dev"
+    done
+    NODE_GRES="Gres=gpu:${GPU_TYPE}:${FAKE_GPUS}"
+    gres_lines="AutoDetect=off"
+    for dev in $devs; do
         gres_lines="$gres_lines
 NodeName=$HOST Name=gpu Type=$GPU_TYPE File=$dev"
     done
@@ -177,6 +191,8 @@ else
 fi
 [ -f /etc/slurm/gres.conf ] && chmod 644 /etc/slurm/gres.conf
 
+# the node definition (CPUs, memory, GPU count) before this run, to see whether it changes
+node_before=$(grep -s '^NodeName=' /etc/slurm/slurm.conf || true)
 if write_if_changed /etc/slurm/slurm.conf <<EOF
 # written by wormflow tests/slurm/start-local-slurm.sh -- single-node test cluster
 ClusterName=$CLUSTER
@@ -212,7 +228,9 @@ AccountingStorageHost=127.0.0.1
 AccountingStoragePort=6819
 # Store the job comment: the plugin puts rule + wildcards there
 # (--comment rule_<rule>_wildcards_<wildcards>); the tests read it with sacct.
-AccountingStoreFlags=job_comment
+# job_env: keep the environment each batch script was launched with, so the
+# tests can check what reached the jobs (sacct -j ID --env-vars).
+AccountingStoreFlags=job_comment,job_env
 JobCompType=jobcomp/none
 $GRES_TYPES
 $ACCT_TRES
@@ -347,6 +365,25 @@ if ! sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER"; then
 fi
 
 # ------------------------------------------------------- slurmctld + slurmd --
+# A changed node definition (CPUs, memory, GPUs) is not applied by `scontrol
+# reconfigure`: restart our slurmctld and slurmd (state and jobs survive).
+node_after=$(grep '^NodeName=' /etc/slurm/slurm.conf)
+if [ "$node_before" != "$node_after" ] && { ours slurmctld || ours slurmd; }; then
+    log "node definition changed: restarting slurmd and slurmctld"
+    for name in slurmd slurmctld; do
+        if ours "$name"; then
+            pid=$(cat "$RUN/$name.pid")
+            kill -TERM "$pid" 2>/dev/null || true
+            for _ in $(seq 1 150); do
+                [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] &&
+                    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || break
+                sleep 0.2
+            done
+            rm -f "$RUN/$name.pid"
+        fi
+    done
+    config_changed=0 # the fresh daemons read the new config
+fi
 if ours slurmctld; then
     if [ "$config_changed" = 1 ]; then
         log "slurmctld already running (pid $(cat "$RUN/slurmctld.pid")); config changed: scontrol reconfigure"
