@@ -380,6 +380,8 @@ def bench_training(cfg: dict, device: torch.device, methods: list[str], n: int, 
 def environment(device: torch.device) -> dict:
     import h5py
 
+    from wormflow.runtime import cpu_bf16
+
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -387,6 +389,8 @@ def environment(device: torch.device) -> dict:
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU ({platform.machine()})",
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # scoring precision on this machine (wormflow.runtime.inference_autocast)
+        "scoring_dtype": "bfloat16" if device.type == "cuda" or cpu_bf16() else "float32",
         "wormflow": __version__,
         "host": platform.node(),
     }

@@ -276,6 +276,28 @@ def test_scorer_outputs_and_stored_threshold(vae_artifact, real32):
     np.testing.assert_allclose(scorer(dv.images).score, art["dev_scores"], rtol=1e-4, atol=1e-5)
 
 
+def test_cpu_bf16_scoring_switch(vae_artifact, real32, monkeypatch):
+    """WORMFLOW_CPU_BF16 forces the CPU scoring precision; bf16 and fp32 scores agree closely."""
+    from wormflow import runtime
+
+    _, dv = real32
+    scorer = scorer_from_artifact(load_artifact(vae_artifact), "cpu")
+    cpu = torch.device("cpu")
+    monkeypatch.setenv(runtime.CPU_BF16_ENV, "0")
+    assert not runtime.cpu_bf16() and not isinstance(runtime.inference_autocast(cpu), torch.autocast)
+    fp32 = scorer(dv.images[:16]).features
+    monkeypatch.setenv(runtime.CPU_BF16_ENV, "1")
+    ctx = runtime.inference_autocast(cpu)
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
+    assert not isinstance(runtime.autocast(cpu), torch.autocast)  # CPU training stays fp32
+    bf16 = scorer(dv.images[:16]).features
+    assert not np.array_equal(bf16, fp32)  # it did run in bf16
+    np.testing.assert_allclose(bf16, fp32, rtol=0.05, atol=0.01)
+    monkeypatch.setenv(runtime.CPU_BF16_ENV, "fast")
+    with pytest.raises(ValueError, match="WORMFLOW_CPU_BF16"):
+        runtime.cpu_bf16()
+
+
 def test_crafted_pickle_checkpoint_is_refused(tmp_path):
     marker = tmp_path / "pwned"
 

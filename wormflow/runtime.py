@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -38,10 +39,55 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def autocast(device: torch.device):
-    """bf16 autocast on CUDA; a no-op elsewhere (bf16 on CPUs without AMX is slower, not faster)."""
+    """Training: bf16 autocast on CUDA; fp32 elsewhere (CPU training stays fp32, as the report's)."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def inference_autocast(device: torch.device):
+    """Scoring: bf16 autocast on CUDA, and on CPUs with native bf16 (see :func:`cpu_bf16`); else fp32.
+
+    The dev scores that fit a method's threshold and the shard scores it is applied to both go
+    through here, so on one machine they are computed the same way.
+    """
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and cpu_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+CPU_BF16_ENV = "WORMFLOW_CPU_BF16"
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_bf16() -> bool:
+    """Score in bf16 on this CPU?  ``WORMFLOW_CPU_BF16=1``/``0`` decides; unset (or ``auto``): yes when
+    the CPU has native bf16 dot products (AVX512-BF16 or AMX-BF16, e.g. AMD Zen 4, Intel Sapphire
+    Rapids), where oneDNN runs the three models' bf16 convolutions about 3x faster than fp32
+    (benchmarks/throughput.py); no elsewhere (emulated bf16 is slower than fp32)."""
+    choice = os.environ.get(CPU_BF16_ENV, "auto").strip().lower()
+    if choice in ("1", "true", "yes", "on"):
+        return True
+    if choice in ("0", "false", "no", "off"):
+        return False
+    if choice != "auto":
+        raise ValueError(f"{CPU_BF16_ENV} must be auto, 1 or 0, not {choice!r}")
+    return _cpu_has_native_bf16()
+
+
+@functools.cache
+def _cpu_has_native_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.partition(":")[2].split())
+                    return any(f in flags for f in _BF16_FLAGS) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except OSError:
+        pass
+    return False  # not Linux, or no flags line: stay in fp32
 
 
 def memory_format(device: torch.device) -> torch.memory_format:

@@ -2,8 +2,9 @@
 
 The same code computes the dev-split features during training (to fit the
 combiner and the threshold) and scores batches afterwards, so what is tuned
-is exactly what runs.  Everything runs under ``torch.inference_mode``; on
-CUDA with bf16 autocast, in channels_last layout, on large batches.
+is exactly what runs.  Everything runs under ``torch.inference_mode``, in
+channels_last layout, on large batches; in bf16 autocast on CUDA and on CPUs
+with native bf16 (``runtime.inference_autocast``).
 
 Input batches are ``(B, S, S, 3)`` ``uint8`` arrays as stored in the image
 stores; ``permute`` turns them into ``(B, 3, S, S)`` tensors that are already
@@ -20,7 +21,7 @@ import torch
 
 from .colour import colour_ratio
 from .decision import Combiner
-from .runtime import autocast
+from .runtime import inference_autocast
 from .transforms import normalize, to_uint8_image
 
 # Per-method features (name, log-transformed before the combination).  ``recon_error`` is the
@@ -76,7 +77,7 @@ def _reconstruction(x: torch.Tensor, recon: torch.Tensor, quantile: float) -> di
 
 def vae_outputs(model, x_u8: torch.Tensor, cfg: dict) -> dict:
     x = normalize(x_u8, channels_last=True)
-    with autocast(x.device):
+    with inference_autocast(x.device):
         recon, _, _ = model(x)
     rec = _reconstruction(x, recon, cfg.get("error_quantile", DEFAULT_ERROR_QUANTILE))
     ratio, mask = colour_ratio(x_u8, cfg["colour"]["alpha"], cfg["colour"]["beta"])
@@ -86,7 +87,7 @@ def vae_outputs(model, x_u8: torch.Tensor, cfg: dict) -> dict:
 
 def gan_outputs(model, x_u8: torch.Tensor, cfg: dict) -> dict:
     x = normalize(x_u8, channels_last=True)
-    with autocast(x.device):
+    with inference_autocast(x.device):
         recon = model.generator(model.encoder(x))
         d_logit, f_x = model.discriminator.forward_with_features(x)
         _, f_r = model.discriminator.forward_with_features(recon)
@@ -99,9 +100,15 @@ def gan_outputs(model, x_u8: torch.Tensor, cfg: dict) -> dict:
 
 def resnet_outputs(model, x_u8: torch.Tensor) -> dict:
     x = normalize(x_u8, channels_last=True)
-    with autocast(x.device):
+    with inference_autocast(x.device):
         logit = model(x).flatten()
     return {"features": logit.float()[:, None]}
+
+
+# On the CPU the models run fastest on small batches that stay in the caches (ResNet-50, bf16,
+# 2 cores: ~2x the rate at 16 images as at 256; benchmarks/throughput.py); the scoring batch
+# (config scoring.batch_size) still sets how many images are read and written at a time.
+CPU_MODEL_BATCH = 16
 
 
 class Scorer:
@@ -127,6 +134,14 @@ class Scorer:
 
     @torch.inference_mode()
     def raw(self, images) -> dict:
+        """Features and maps of a batch; on the CPU in model batches of :data:`CPU_MODEL_BATCH`."""
+        step = CPU_MODEL_BATCH if self.device.type == "cpu" else len(images)
+        parts = [self._raw(images[start : start + step]) for start in range(0, len(images), max(step, 1))]
+        if len(parts) == 1:
+            return parts[0]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _raw(self, images) -> dict:
         x_u8 = to_device_batch(images, self.device)
         if self.method == "vae":
             out = vae_outputs(self.model, x_u8, self.cfg)
