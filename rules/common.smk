@@ -157,10 +157,11 @@ def get_training_stores(wildcards):
 
 
 def get_training_data_digest(wildcards):
-    """Content of the train and dev splits (a change retrains; a rebuilt store alone does not)."""
+    """Content of the train and dev splits (a change retrains; a rebuilt store or another
+    shard size alone does not: training reads the shards concatenated, in order)."""
     return wfh.section_digest(
         {
-            s: wfh.manifest_summary(checked_manifest(f"labeled/{s}"))["shard_digests"]
+            s: wfh.manifest_summary(checked_manifest(f"labeled/{s}"))["data_digest"]
             for s in ("train", "dev")
         }
     )

@@ -317,6 +317,16 @@ def test_manifest_json_summary_fields(tree):
     assert data["n_quarantined"] == len(QUARANTINED)
     assert data["n_shards"] == 3
     assert data["shard_digests"] == [m.shard_digest(i) for i in range(3)]
+    assert data["data_digest"] == m.data_digest()
+
+
+def test_data_digest_ignores_the_shard_size_but_not_the_content(tree):
+    """Training depends on the data digest: a site's other shard size must not retrain the models."""
+    by_size = {k: build_manifest(tree, labeled=False, shard_size=k) for k in (1, 2, 64)}
+    assert len({m.data_digest() for m in by_size.values()}) == 1
+    assert len({tuple(m.shard_digest(i) for i in range(m.n_shards)) for m in by_size.values()}) == 3
+    (tree / "a.png").write_bytes((tree / "a.png").read_bytes() + b"\0")
+    assert build_manifest(tree, labeled=False, shard_size=2).data_digest() != by_size[2].data_digest()
 
 
 def test_manifest_with_unknown_version_is_refused(tree):

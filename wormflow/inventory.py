@@ -100,6 +100,13 @@ class Manifest:
             h.update(json.dumps([e.relpath, e.sha256, e.label]).encode())
         return h.hexdigest()
 
+    def data_digest(self) -> str:
+        """Digest of what would be decoded, in order: all shards together, independent of the shard size."""
+        h = hashlib.sha256()
+        for e in self.candidates:
+            h.update(json.dumps([e.relpath, e.sha256, e.label]).encode())
+        return h.hexdigest()
+
     def content_digest(self) -> str:
         h = hashlib.sha256()
         for e in self.entries:
@@ -117,6 +124,7 @@ class Manifest:
             "n_quarantined": sum(1 for e in self.entries if not e.ok),
             "n_shards": self.n_shards,
             "shard_digests": [self.shard_digest(i) for i in range(self.n_shards)],
+            "data_digest": self.data_digest(),
             "entries": [asdict(e) for e in self.entries],
         }
         return json.dumps(payload, ensure_ascii=True, indent=0)

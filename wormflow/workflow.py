@@ -73,11 +73,17 @@ def image_sizes(config: dict) -> list[int]:
 def _manifest_summary(path: str, mtime_ns: int) -> dict:
     with open(path) as fh:
         data = json.load(fh)
-    return {"n_shards": data["n_shards"], "shard_digests": data["shard_digests"], "n_files": data["n_files"]}
+    return {
+        "n_shards": data["n_shards"],
+        "shard_digests": data["shard_digests"],
+        # manifests written before data_digest existed: the shard digests stand in for it
+        "data_digest": data.get("data_digest") or section_digest({"shards": data["shard_digests"]}),
+        "n_files": data["n_files"],
+    }
 
 
 def manifest_summary(path: str | os.PathLike) -> dict:
-    """Shard count and per-shard content digests of a manifest (cached by mtime)."""
+    """Shard count, per-shard and whole-collection content digests of a manifest (cached by mtime)."""
     path = str(path)
     return _manifest_summary(path, os.stat(path).st_mtime_ns)
 

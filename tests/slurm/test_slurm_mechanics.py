@@ -228,6 +228,11 @@ def test_site_specifics_only_in_site_profiles():
         gpu_rules = {rule for rule, res in prof["set-resources"].items() if res.get("gpu") == 1}
         assert gpu_rules == GPU_RULES_ALL, name
     assert base["executor"] == site["executor"] == "slurm"
+    # the one workflow setting a site may set in its profile, commented out in the template
+    text = (SITE_TEMPLATE / "config.yaml").read_text()
+    block = re.search(r"^# config:\n((?:#   - .+\n)+)", text, re.M)
+    assert block, "site template: a commented `config:` block with shard_size"
+    assert yaml.safe_load("config:\n" + re.sub(r"^# ", "", block.group(1), flags=re.M)) == {"config": ["shard_size=2048"]}
     assert not SITE_FIELDS & set(base["default-resources"]), "site fields in profiles/slurm default-resources"
     assert not any(SITE_FIELDS & set(r) for r in base["set-resources"].values()), "site fields in profiles/slurm set-resources"
     assert "slurm-qos" not in base
