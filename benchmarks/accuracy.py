@@ -411,6 +411,14 @@ def _verdict(out: dict) -> None:
     }
 
 
+def _load_note(env: dict) -> str:
+    """Say so when other work shared the machine (1-minute load above the CPU count)."""
+    load, cpus = env.get("load_average_at_end"), env.get("cpu_count") or 0
+    if not load or not cpus or load[0] <= cpus:
+        return ""
+    return f"; above the {cpus} CPUs: other work shared the machine, so the times are upper bounds"
+
+
 def _fmt(v) -> str:
     return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
 
@@ -426,7 +434,7 @@ def render_markdown(out: dict, date: str) -> str:
         f"- Command: `{out['command']}`",
         f"- Device: {env['device']}; torch {env['torch']}; Python {env['python']}; wormflow {env['wormflow']}; {env['cpu_count']} CPUs",
         f"- Wall time of the training/scoring stage: {out.get('run_wall_s') or 0:.0f} s"
-        f" (load average at the end: {env.get('load_average_at_end', 'n/a')}; other work shared the machine)",
+        f" (load average at the end: {env.get('load_average_at_end', 'n/a')}{_load_note(env)})",
         "",
         "## Results (test split, mean ± sd over seeds; 95% bootstrap interval of the seed-mean)",
         "",

@@ -454,6 +454,7 @@ def main(argv=None) -> dict:
             {"vae": 512, "gan": 512, "resnet50": 256} if device.type == "cuda" else {"vae": 64, "gan": 64, "resnet50": 32}
         )
         result["training"] = bench_training(cfg, device, args.methods, args.train_n, args.train_steps, tuned_batch)
+    result["loadavg_at_end"] = [round(v, 2) for v in os.getloadavg()]  # other work on the machine
     text = json.dumps(result, indent=1)
     if args.json:
         Path(args.json).write_text(text)
