@@ -39,6 +39,7 @@ from wormflow.config import load_config  # noqa: E402
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "bbbc010" / "labeled"
 RESULTS = REPO / "benchmarks" / "results"
 BAR_EACH, BAR_BEST = 0.95, 0.98
+MIN_SEEDS = 3
 
 
 # --------------------------------------------------------------------------- run (train + score)
@@ -401,12 +402,14 @@ def _verdict(out: dict) -> None:
     best = {}
     for methods in out["presets"].values():
         for m, b in methods.items():
-            best[m] = max(best.get(m, 0.0), b["summary"]["f1"]["mean"])
+            if len(b["seeds"]) >= MIN_SEEDS:  # the bar counts only presets measured over >= 3 seeds
+                best[m] = max(best.get(m, 0.0), b["summary"]["f1"]["mean"])
     out["bar"] = {
         "each_method_at_least": BAR_EACH,
         "best_method_at_least": BAR_BEST,
+        "min_seeds": MIN_SEEDS,
         "best_mean_f1_per_method": best,
-        "each_met": bool(best) and all(v >= BAR_EACH for v in best.values()),
+        "each_met": set(best) == set(METHODS) and all(v >= BAR_EACH for v in best.values()),
         "best_met": bool(best) and max(best.values()) >= BAR_BEST,
     }
 
@@ -455,7 +458,8 @@ def render_markdown(out: dict, date: str) -> str:
         f"| – | {bl['label']} (floor) | {_fmt(bl['metrics']['f1'])} | [{_fmt(bl['ci95']['f1'][0])}, {_fmt(bl['ci95']['f1'][1])}] | {_fmt(bl['metrics']['auroc'])} | "
         f"{_fmt(bl['metrics']['average_precision'])} | {_fmt(bl['metrics']['precision'])} | {_fmt(bl['metrics']['recall'])} | – | – | – |",
         "",
-        f"Bar: every method ≥ {BAR_EACH} mean test F1 (best preset per method), the best ≥ {BAR_BEST}: "
+        f"Bar: every method ≥ {BAR_EACH} mean test F1 (best preset per method, presets with ≥ {MIN_SEEDS} seeds), "
+        f"the best ≥ {BAR_BEST}: "
         f"**{'met' if out['bar']['each_met'] and out['bar']['best_met'] else 'NOT met'}** "
         f"({', '.join(f'{k} {v:.3f}' for k, v in out['bar']['best_mean_f1_per_method'].items())}).",
         "",
@@ -511,6 +515,28 @@ def _analysis(out: dict) -> list[str]:
     if fracs:
         lines.append(
             f"- Missed `wormed` patches have a median annotated worm fraction of {np.median(fracs):.3f} (the labeling rule's minimum is 0.05)."
+        )
+    # ranking vs threshold: a run whose test AUROC is 1 separates the classes perfectly; its misses
+    # come from where the dev-chosen threshold sits, not from the scores' order
+    calib = [
+        f"{preset}/{m} seed {r['seed']}"
+        for preset, methods in out["presets"].items()
+        for m, b in methods.items()
+        for r in b["per_seed"]
+        if r["auroc"] >= 1.0 - 1e-12 and r["f1"] < 1.0
+    ]
+    if calib:
+        lines.append(
+            f"- {len(calib)} run(s) rank every test patch correctly (AUROC 1.000) yet miss some: the threshold chosen on the "
+            f"small dev split lies off the test split's gap, a calibration miss, not a ranking one ({', '.join(calib)})."
+        )
+    base = out.get("baseline")
+    if base:
+        lines.append(
+            f"- The dark-pixel floor (one hand feature, dev-tuned threshold) reaches test F1 {base['metrics']['f1']:.3f} "
+            f"(AUROC {base['metrics']['auroc']:.3f}) on this split: these patches are easy to separate, so the bar shows that "
+            "the methods work on real images, not which one is better; that needs a larger, harder test set "
+            "(debris, crowded wells, other stains)."
         )
     shared = [pid for pid, who in per_image.items() if len(who) >= 3]
     if shared:

@@ -199,7 +199,7 @@ def main(argv=None) -> None:
         "",
         "## Scale of the workflow itself (`snakemake -n`, 2 cores)",
         "",
-        f"Command: `{dag['command']}`; Snakemake {dag['environment']['snakemake']}. Images are hard links to one PNG (the dry run opens no image).",
+        f"Command: `{dag['command']}`; Snakemake {dag['environment']['snakemake']}. Images are hard links to copies of one PNG (the dry run opens no image).",
         "'fresh' = no results yet (the DAG ends at the per-batch manifest checkpoints); 'manifested' = every manifest written, so every "
         "decode, score and gather job is in the DAG.",
         "",
@@ -217,7 +217,7 @@ def main(argv=None) -> None:
         *shard_rows,
         "",
         f"Default `shard_size: {args.shard_size}` — {args.shard_size_reason} Sites override it per run with "
-        "`--config shard_size=N` or in their config overlay.",
+        "`--config shard_size=N`, in their config overlay or in their site profile (`config: [shard_size=N]`).",
     ]
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
