@@ -15,7 +15,7 @@ from realdata import load_split
 from wormflow import decision
 from wormflow.colour import colour_ratio
 from wormflow.losses import focal_loss, vae_loss, weighted_bce
-from wormflow.models import GAN, VAE, resnet50_binary
+from wormflow.models import GAN, VAE, fold_batchnorm, resnet50_binary
 from wormflow.train import LabeledImages, load_artifact, scorer_from_artifact, train
 from wormflow.weights import WeightsUnavailableError, imagenet_cache_file
 
@@ -177,6 +177,44 @@ def test_shapes_match_the_report():
     net = resnet50_binary().eval()
     assert net.fc[0].in_features == 2048 and net.fc[0].out_features == 1
     assert net(torch.randn(1, 3, 224, 224)).shape == (1, 1)
+
+
+def _with_running_stats(model, x, run):
+    """Non-trivial BatchNorm running statistics (a few train-mode passes), then eval mode."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            run(model, x * 3 + 1)
+    return model.eval()
+
+
+def _gan_scoring_pass(gan, x):
+    """What GAN scoring computes: D's features of G(E(x)) and D's logit of x, flattened together."""
+    _, features = gan.discriminator.forward_with_features(gan.generator(gan.encoder(x)))
+    return torch.cat([features.flatten(), gan.discriminator(x)])
+
+
+@pytest.mark.parametrize(
+    "make, size, run",
+    [
+        (lambda: VAE(image_size=32), 32, lambda m, x: m(x)[0]),
+        (lambda: GAN(image_size=32), 32, lambda m, x: _gan_scoring_pass(m, x)),
+        (resnet50_binary, 64, lambda m, x: m(x)),
+    ],
+    ids=["vae", "gan", "resnet50"],
+)
+def test_folded_batchnorm_scores_like_the_original(make, size, run):
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, size, size)
+    model = _with_running_stats(make(), x, run)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())  # every one folded
+    with torch.inference_mode():
+        want, got = run(model, x), run(folded, x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the original is untouched
 
 
 # ----------------------------------------------------------------------------- training

@@ -193,3 +193,50 @@ def resnet50_binary() -> nn.Module:
     model = torchvision.models.resnet50(weights=None)
     model.fc = nn.Sequential(nn.Linear(2048, 1))
     return model
+
+
+# --------------------------------------------------------------------------- inference
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with every BatchNorm2d that directly follows a convolution
+    folded into that convolution's weights (the BatchNorm becomes an Identity).
+
+    Scoring only: the same function in fewer passes over memory (ResNet-50 has 53 BatchNorms),
+    equal to the original up to float rounding.  Pairs found: neighbours in an ``nn.Sequential``
+    (the VAE, DCGAN and encoder blocks, torchvision's ``downsample``) and torchvision's
+    ``conv<k>``/``bn<k>`` attributes (ResNet stem and bottlenecks, whose ``forward`` applies
+    ``bn<k>`` right after ``conv<k>``).  ``model`` itself is left untouched.
+    """
+    import copy
+
+    folded = copy.deepcopy(model).eval()
+    _fold_in_place(folded)
+    return folded
+
+
+def _fold_pair(conv: nn.Module, bn: nn.Module) -> nn.Module | None:
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if not isinstance(bn, nn.BatchNorm2d) or not bn.track_running_stats or bn.running_mean is None:
+        return None
+    if type(conv) is nn.Conv2d:
+        return fuse_conv_bn_eval(conv, bn)
+    if type(conv) is nn.ConvTranspose2d:
+        return fuse_conv_bn_eval(conv, bn, transpose=True)
+    return None
+
+
+def _fold_in_place(module: nn.Module) -> None:
+    for child in module.children():
+        _fold_in_place(child)
+    names = list(module._modules)
+    if isinstance(module, nn.Sequential):
+        pairs = list(zip(names, names[1:]))
+    else:
+        pairs = [(f"conv{n[2:]}", n) for n in names if n.startswith("bn") and f"conv{n[2:]}" in module._modules]
+    for conv_name, bn_name in pairs:
+        fused = _fold_pair(module._modules[conv_name], module._modules[bn_name])
+        if fused is not None:
+            module._modules[conv_name] = fused
+            module._modules[bn_name] = nn.Identity()

@@ -21,6 +21,7 @@ import torch
 
 from .colour import colour_ratio
 from .decision import Combiner
+from .models import fold_batchnorm
 from .runtime import inference_autocast
 from .transforms import normalize, to_uint8_image
 
@@ -124,7 +125,8 @@ class Scorer:
         threshold: float | None,
     ):
         self.method = method
-        self.model = model.to(device).to(memory_format=torch.channels_last).eval()
+        # BatchNorm folded into the convolutions (a copy: a model still being trained is untouched)
+        self.model = fold_batchnorm(model).to(device).to(memory_format=torch.channels_last).eval()
         self.cfg = cfg
         self.device = device
         self.combiner = combiner
