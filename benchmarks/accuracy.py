@@ -176,7 +176,9 @@ def cmd_run(args) -> None:
         "host": platform.node(),
         "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
     }
-    raw["command"] = " ".join(shlex.quote(a) for a in sys.argv)
+    command = " ".join(shlex.quote(a) for a in sys.argv)
+    raw["commands"] = [c for c in raw.get("commands", [raw["command"]] if "command" in raw else []) if c != command] + [command]
+    raw["command"] = command  # the latest
     raw["data"] = str(args.data)
     raw["run_wall_s"] = raw.get("run_wall_s", 0) + time.perf_counter() - t_start
     raw_path.write_text(json.dumps(raw))
@@ -284,6 +286,7 @@ def cmd_summarize(args) -> None:
         "generated_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "environment": raw["environment"],
         "command": raw["command"],
+        "commands": raw.get("commands", [raw["command"]]),
         "data": raw["data"],
         "run_wall_s": raw.get("run_wall_s"),
         "presets": {},
@@ -434,7 +437,7 @@ def render_markdown(out: dict, date: str) -> str:
         "Real C. elegans patches (BBBC010, `../shared/data/bbbc010/labeled`, split by well). Each method is trained with the",
         "workflow's own code for every seed; the threshold is chosen on dev (never on test); metrics on the test split.",
         "",
-        f"- Command: `{out['command']}`",
+        f"- Commands (in order; each resumes the runs in `raw.json`): {'; '.join(f'`{c}`' for c in out['commands'])}, then `benchmarks/accuracy.py summarize`",
         f"- Device: {env['device']}; torch {env['torch']}; Python {env['python']}; wormflow {env['wormflow']}; {env['cpu_count']} CPUs",
         f"- Wall time of the training/scoring stage: {out.get('run_wall_s') or 0:.0f} s"
         f" (load average at the end: {env.get('load_average_at_end', 'n/a')}{_load_note(env)})",
