@@ -170,9 +170,11 @@ def get_training_data_digest(wildcards):
 def get_gather_input(wildcards):
     coll = wildcards.coll
     shards = range(n_shards(coll))
+    # not ancient(stores): a re-decoded shard (its content changed) must re-gather, and so rescore,
+    # even though the shard scores are temp() and gone; a rebuilt store makes the same happen
     return {
         "manifest": ancient(checked_manifest(coll)),
-        "stores": ancient([store_path(coll, k) for k in shards]),
+        "stores": [store_path(coll, k) for k in shards],
         "scores": [
             score_shard_path(coll, k, m, PRIMARY_SEED) for m in METHODS for k in shards
         ],

@@ -604,7 +604,11 @@ def test_nightly_unlocks_then_runs_with_recovery_flags(tmp_path, fake_snakemake)
     rc = run_nightly(["--", "--directory", str(wd), "--cores", "2"], snakemake=str(fake_snakemake.exe))
     assert rc == 0
     calls = fake_snakemake.log.read_text().splitlines()
-    assert calls == [f"--directory {wd} --cores 2 --unlock", f"--directory {wd} --cores 2 --rerun-incomplete --keep-going"]
+    assert calls == [
+        f"--directory {wd} --cores 2 --unlock",
+        f"--directory {wd} --cores 2 --rerun-incomplete --keep-going --until manifest",  # the manifests first
+        f"--directory {wd} --cores 2 --rerun-incomplete --keep-going",
+    ]
     with open(wd / "results" / LOCK_NAME) as fh:  # released when the night ends
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert f"pid {os.getpid()} " in fh.read()
