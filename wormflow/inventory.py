@@ -69,6 +69,14 @@ class Entry:
         return not self.quarantine
 
 
+def _entries_digest(entries) -> str:
+    """Digest of the files' names, bytes (SHA-256) and labels, in order."""
+    h = hashlib.sha256()
+    for e in entries:
+        h.update(json.dumps([e.relpath, e.sha256, e.label]).encode())
+    return h.hexdigest()
+
+
 @dataclass
 class Manifest:
     """The files of a collection, their content hashes and shard assignment."""
@@ -95,17 +103,11 @@ class Manifest:
 
     def shard_digest(self, index: int) -> str:
         """Content digest of one shard: changes only when its files' bytes, names or labels change."""
-        h = hashlib.sha256()
-        for e in self.shard(index):
-            h.update(json.dumps([e.relpath, e.sha256, e.label]).encode())
-        return h.hexdigest()
+        return _entries_digest(self.shard(index))
 
     def data_digest(self) -> str:
         """Digest of what would be decoded, in order: all shards together, independent of the shard size."""
-        h = hashlib.sha256()
-        for e in self.candidates:
-            h.update(json.dumps([e.relpath, e.sha256, e.label]).encode())
-        return h.hexdigest()
+        return _entries_digest(self.candidates)
 
     def content_digest(self) -> str:
         h = hashlib.sha256()

@@ -51,11 +51,9 @@ def inference_autocast(device: torch.device):
     The dev scores that fit a method's threshold and the shard scores it is applied to both go
     through here, so on one machine they are computed the same way.
     """
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
     if device.type == "cpu" and cpu_bf16():
         return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return autocast(device)
 
 
 CPU_BF16_ENV = "WORMFLOW_CPU_BF16"

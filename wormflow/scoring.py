@@ -137,10 +137,9 @@ class Scorer:
     @torch.inference_mode()
     def raw(self, images) -> dict:
         """Features and maps of a batch; on the CPU in model batches of :data:`CPU_MODEL_BATCH`."""
-        step = CPU_MODEL_BATCH if self.device.type == "cpu" else len(images)
-        parts = [self._raw(images[start : start + step]) for start in range(0, len(images), max(step, 1))]
-        if len(parts) == 1:
-            return parts[0]
+        if self.device.type != "cpu" or len(images) <= CPU_MODEL_BATCH:
+            return self._raw(images)
+        parts = [self._raw(images[start : start + CPU_MODEL_BATCH]) for start in range(0, len(images), CPU_MODEL_BATCH)]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def _raw(self, images) -> dict:

@@ -72,6 +72,29 @@ def cluster_up() -> bool:
     return cluster_answers()
 
 
+def cluster_mark():
+    """Mark for the tests that submit to SLURM: skipped when no cluster answers, unless
+    ``WORMFLOW_SLURM=1`` (CI), where the ``cluster`` fixture makes them fail instead."""
+    import pytest
+
+    return pytest.mark.skipif(
+        os.environ.get("WORMFLOW_SLURM") != "1" and not cluster_up(),
+        reason=(
+            "no SLURM cluster answers `sinfo`: start the local one with "
+            f"`sudo bash {START_SCRIPT.relative_to(REPO)}` "
+            "(or set WORMFLOW_SLURM=1 to make these tests fail instead of skip)"
+        ),
+    )
+
+
+def require_cluster() -> None:
+    """Fail (rather than hang) when a cluster is required but nothing answers."""
+    import pytest
+
+    if not cluster_up():
+        pytest.fail(f"WORMFLOW_SLURM=1 but no SLURM cluster answers `sinfo`; start it with `bash {START_SCRIPT}` (as root)")
+
+
 @dataclass
 class Submission:
     """One ``Job N has been submitted with SLURM jobid M (log: PATH).`` line."""

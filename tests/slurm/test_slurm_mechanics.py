@@ -19,7 +19,6 @@ Each test copies the fixture into its own tmp_path.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import sys
@@ -34,28 +33,17 @@ from slurm_helpers import (  # noqa: E402
     BASE_PROFILE,
     FIXTURE,
     REPO,
-    START_SCRIPT,
     TEST_PROFILE,
-    cluster_up,
+    cluster_mark,
     error_blocks,
     format_jobs,
     job_info_wildcards,
+    require_cluster,
     run_snakemake,
     sacct_jobs,
 )
 
-REQUIRED = os.environ.get("WORMFLOW_SLURM") == "1"
-CLUSTER_UP = cluster_up()  # once per session: a SLURM client call takes ~9 s when slurmctld is down
-
-# for the tests that submit to SLURM (use together with pytest.mark.slurm)
-needs_cluster = pytest.mark.skipif(
-    not REQUIRED and not CLUSTER_UP,
-    reason=(
-        "no SLURM cluster answers `sinfo`: start the local one with "
-        f"`sudo bash {START_SCRIPT.relative_to(REPO)}` "
-        "(or set WORMFLOW_SLURM=1 to make these tests fail instead of skip)"
-    ),
-)
+needs_cluster = cluster_mark()  # tests that submit to SLURM (with pytest.mark.slurm)
 SITE_TEMPLATE = REPO / "profiles" / "slurm-site-template"
 
 GPU_RULES = {"train_vae", "score_shard"}  # in the fixture; the profiles give them gpu: 1
@@ -66,8 +54,7 @@ RUN_TIMEOUT_S = 240  # one fixture run takes 20-60 s; SIGINT after this
 @pytest.fixture(scope="module")
 def cluster():
     """Fails (rather than hangs) when WORMFLOW_SLURM=1 but nothing answers."""
-    if not CLUSTER_UP:
-        pytest.fail(f"WORMFLOW_SLURM=1 but no SLURM cluster answers `sinfo`; start it with `bash {START_SCRIPT}` (as root)")
+    require_cluster()
 
 
 @pytest.fixture

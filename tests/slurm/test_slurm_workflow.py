@@ -51,31 +51,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # slurm_helpers, whate
 
 from slurm_helpers import (  # noqa: E402
     REPO,
-    START_SCRIPT,
     TEST_PROFILE,
     SnakemakeRun,
-    cluster_up,
+    cluster_mark,
     error_blocks,
     format_jobs,
     job_info_wildcards,
     job_stats,
+    require_cluster,
     run_snakemake,
     sacct_env,
     sacct_jobs,
     snakemake_env,
 )
 
-REQUIRED = os.environ.get("WORMFLOW_SLURM") == "1"
-CLUSTER_UP = cluster_up()
-
-needs_cluster = pytest.mark.skipif(
-    not REQUIRED and not CLUSTER_UP,
-    reason=(
-        "no SLURM cluster answers `sinfo`: start the local one with "
-        f"`sudo bash {START_SCRIPT.relative_to(REPO)}` "
-        "(or set WORMFLOW_SLURM=1 to make these tests fail instead of skip)"
-    ),
-)
+needs_cluster = cluster_mark()  # tests that submit to SLURM (with pytest.mark.slurm)
 # timeout: the first test includes the module fixture (SLURM run), the last waits for the local run
 pytestmark = [pytest.mark.slurm, needs_cluster, pytest.mark.timeout(1500)]
 
@@ -253,8 +243,7 @@ class Runs:
 
 @pytest.fixture(scope="module")
 def cluster():
-    if not CLUSTER_UP:
-        pytest.fail(f"WORMFLOW_SLURM=1 but no SLURM cluster answers `sinfo`; start it with `bash {START_SCRIPT}` (as root)")
+    require_cluster()
 
 
 @pytest.fixture(scope="module")
