@@ -385,7 +385,8 @@ def bench_training(cfg: dict, device: torch.device, methods: list[str], n: int, 
 def environment(device: torch.device) -> dict:
     import h5py
 
-    from wormflow.runtime import cpu_bf16
+    from wormflow.runtime import inference_dtype
+    from wormflow.scoring import CPU_MODEL_BATCH
 
     return {
         "python": platform.python_version(),
@@ -394,8 +395,9 @@ def environment(device: torch.device) -> dict:
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU ({platform.machine()})",
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        # scoring precision on this machine (wormflow.runtime.inference_autocast)
-        "scoring_dtype": "bfloat16" if device.type == "cuda" or cpu_bf16() else "float32",
+        # scoring precision on this machine (bf16 weights on CPUs with native bf16, bf16 autocast on CUDA)
+        "scoring_dtype": "bfloat16" if device.type == "cuda" else str(inference_dtype(device)).removeprefix("torch."),
+        "cpu_model_batch": dict(CPU_MODEL_BATCH),
         "wormflow": __version__,
         "host": platform.node(),
     }

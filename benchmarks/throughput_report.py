@@ -28,6 +28,13 @@ def _f(v, nd=1) -> str:
     return "–" if v is None else f"{v:,.{nd}f}"
 
 
+def _model_batches(env: dict) -> str:
+    batches = env.get("cpu_model_batch")
+    if not batches:
+        return "(not recorded)"
+    return ", ".join(f"{m} {b}" for m, b in batches.items())
+
+
 def scoring_table(tp: dict) -> list[str]:
     rows = [
         "| method | end-to-end (store → model → HDF5) img/s | model only img/s | report-style loop img/s | ratio (median) | "
@@ -169,9 +176,9 @@ def main(argv=None) -> None:
         f"**{tp['decode']['img_per_s']:.1f} img/s**, {tp['decode']['store_bytes_per_image']:,.0f} bytes/image in the store. "
         "The ratio leaves decoding out (the issue's definition: image store → model → HDF5); the last ratio adds each method's "
         "third of the shared decode-once cost.",
-        f"Workflow path: scoring in {env.get('scoring_dtype', 'float32')} (bf16 autocast where the CPU has native bf16, "
-        "see `wormflow.runtime.inference_autocast`), channels_last, model batches of 16 on the CPU; the report-style loop "
-        "in fp32, NCHW, batch 8. "
+        f"Workflow path: scoring in {env.get('scoring_dtype', 'float32')} (bf16 weights where the CPU has native bf16, "
+        "see `wormflow.runtime.inference_dtype`), BatchNorm folded into the convolutions, channels_last, CPU model batches "
+        f"{_model_batches(env)}; the report-style loop in fp32, NCHW, batch 8. "
         f"Load average when the run ended: {tp.get('loadavg_at_end', 'not recorded')}.",
         f"Target ≥ {TARGETS_CPU_RATIO}× for every method: "
         + ", ".join(f"{m} {'met' if r >= TARGETS_CPU_RATIO else 'NOT met'} ({r:.2f}×)" for m, r in ratios.items())

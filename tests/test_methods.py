@@ -315,25 +315,40 @@ def test_scorer_outputs_and_stored_threshold(vae_artifact, real32):
 
 
 def test_cpu_bf16_scoring_switch(vae_artifact, real32, monkeypatch):
-    """WORMFLOW_CPU_BF16 forces the CPU scoring precision; bf16 and fp32 scores agree closely."""
+    """WORMFLOW_CPU_BF16 forces the CPU scoring precision (weights cast once, when the scorer is
+    built); bf16 and fp32 scores agree closely; training stays fp32."""
     from wormflow import runtime
 
     _, dv = real32
-    scorer = scorer_from_artifact(load_artifact(vae_artifact), "cpu")
     cpu = torch.device("cpu")
     monkeypatch.setenv(runtime.CPU_BF16_ENV, "0")
-    assert not runtime.cpu_bf16() and not isinstance(runtime.inference_autocast(cpu), torch.autocast)
+    assert not runtime.cpu_bf16() and runtime.inference_dtype(cpu) == torch.float32
+    scorer = scorer_from_artifact(load_artifact(vae_artifact), "cpu")
+    assert all(p.dtype == torch.float32 for p in scorer.model.parameters())
     fp32 = scorer(dv.images[:16]).features
     monkeypatch.setenv(runtime.CPU_BF16_ENV, "1")
-    ctx = runtime.inference_autocast(cpu)
-    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
+    assert runtime.inference_dtype(cpu) == torch.bfloat16
     assert not isinstance(runtime.autocast(cpu), torch.autocast)  # CPU training stays fp32
-    bf16 = scorer(dv.images[:16]).features
-    assert not np.array_equal(bf16, fp32)  # it did run in bf16
-    np.testing.assert_allclose(bf16, fp32, rtol=0.05, atol=0.01)
+    scorer = scorer_from_artifact(load_artifact(vae_artifact), "cpu")
+    assert all(p.dtype == torch.bfloat16 for p in scorer.model.parameters())
+    out = scorer(dv.images[:16])
+    assert out.features.dtype == np.float32 and out.recon.dtype == np.uint8
+    assert not np.array_equal(out.features, fp32)  # it did run in bf16
+    np.testing.assert_allclose(out.features, fp32, rtol=0.05, atol=0.01)
     monkeypatch.setenv(runtime.CPU_BF16_ENV, "fast")
     with pytest.raises(ValueError, match="WORMFLOW_CPU_BF16"):
         runtime.cpu_bf16()
+
+
+def test_scorer_from_artifact_needs_every_tensor(vae_artifact):
+    """The scoring model is built without random weights: an artifact missing a tensor is refused."""
+    art = load_artifact(vae_artifact)
+    scorer = scorer_from_artifact(art, "cpu")
+    assert not any(t.is_meta for t in (*scorer.model.parameters(), *scorer.model.buffers()))
+    key = next(iter(art["state_dict"]))
+    del art["state_dict"][key]
+    with pytest.raises(RuntimeError, match="Missing key"):
+        scorer_from_artifact(art, "cpu")
 
 
 def test_crafted_pickle_checkpoint_is_refused(tmp_path):

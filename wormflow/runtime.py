@@ -45,15 +45,18 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def inference_autocast(device: torch.device):
-    """Scoring: bf16 autocast on CUDA, and on CPUs with native bf16 (see :func:`cpu_bf16`); else fp32.
+def inference_dtype(device: torch.device) -> torch.dtype:
+    """Scoring: the dtype the models' weights are cast to, once, when a scorer is built.
 
-    The dev scores that fit a method's threshold and the shard scores it is applied to both go
-    through here, so on one machine they are computed the same way.
+    bf16 on CPUs with native bf16 (see :func:`cpu_bf16`): the weights are cast once instead of
+    by autocast on every batch (VAE and GAN scoring ~8 % faster); float32 elsewhere, and on
+    CUDA, where the float32 weights run under bf16 autocast (:func:`autocast`).  The dev scores
+    that fit a method's threshold and the shard scores it is applied to both go through a
+    scorer, so on one machine they are computed the same way.
     """
     if device.type == "cpu" and cpu_bf16():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return autocast(device)
+        return torch.bfloat16
+    return torch.float32
 
 
 CPU_BF16_ENV = "WORMFLOW_CPU_BF16"

@@ -3,8 +3,9 @@
 The same code computes the dev-split features during training (to fit the
 combiner and the threshold) and scores batches afterwards, so what is tuned
 is exactly what runs.  Everything runs under ``torch.inference_mode``, in
-channels_last layout, on large batches; in bf16 autocast on CUDA and on CPUs
-with native bf16 (``runtime.inference_autocast``).
+channels_last layout, with BatchNorm folded into the convolutions; in bf16
+autocast on CUDA, with bf16 weights on CPUs with native bf16
+(``runtime.inference_dtype``), else in float32.
 
 Input batches are ``(B, S, S, 3)`` ``uint8`` arrays as stored in the image
 stores; ``permute`` turns them into ``(B, 3, S, S)`` tensors that are already
@@ -22,7 +23,7 @@ import torch
 from .colour import colour_ratio
 from .decision import Combiner
 from .models import fold_batchnorm
-from .runtime import inference_autocast
+from .runtime import autocast, inference_dtype
 from .transforms import normalize, to_uint8_image
 
 # Per-method features (name, log-transformed before the combination).  ``recon_error`` is the
@@ -76,10 +77,15 @@ def _reconstruction(x: torch.Tensor, recon: torch.Tensor, quantile: float) -> di
     }
 
 
+def _model_input(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the dtype of ``model``'s weights (bf16 where the scorer cast them)."""
+    return x.to(next(model.parameters()).dtype)
+
+
 def vae_outputs(model, x_u8: torch.Tensor, cfg: dict) -> dict:
     x = normalize(x_u8, channels_last=True)
-    with inference_autocast(x.device):
-        recon, _, _ = model(x)
+    with autocast(x.device):
+        recon, _, _ = model(_model_input(model, x))
     rec = _reconstruction(x, recon, cfg.get("error_quantile", DEFAULT_ERROR_QUANTILE))
     ratio, mask = colour_ratio(x_u8, cfg["colour"]["alpha"], cfg["colour"]["beta"])
     feats = torch.stack([rec["recon_error"], rec["recon_error_q"], ratio], 1)
@@ -88,9 +94,10 @@ def vae_outputs(model, x_u8: torch.Tensor, cfg: dict) -> dict:
 
 def gan_outputs(model, x_u8: torch.Tensor, cfg: dict) -> dict:
     x = normalize(x_u8, channels_last=True)
-    with inference_autocast(x.device):
-        recon = model.generator(model.encoder(x))
-        d_logit, f_x = model.discriminator.forward_with_features(x)
+    xm = _model_input(model, x)
+    with autocast(x.device):
+        recon = model.generator(model.encoder(xm))
+        d_logit, f_x = model.discriminator.forward_with_features(xm)
         _, f_r = model.discriminator.forward_with_features(recon)
     rec = _reconstruction(x, recon, cfg.get("error_quantile", DEFAULT_ERROR_QUANTILE))
     feat_err = (f_x.float() - f_r.float()).pow(2).mean((1, 2, 3))
@@ -101,15 +108,16 @@ def gan_outputs(model, x_u8: torch.Tensor, cfg: dict) -> dict:
 
 def resnet_outputs(model, x_u8: torch.Tensor) -> dict:
     x = normalize(x_u8, channels_last=True)
-    with inference_autocast(x.device):
-        logit = model(x).flatten()
+    with autocast(x.device):
+        logit = model(_model_input(model, x)).flatten()
     return {"features": logit.float()[:, None]}
 
 
-# On the CPU the models run fastest on small batches that stay in the caches (ResNet-50, bf16,
-# 2 cores: ~2x the rate at 16 images as at 256; benchmarks/throughput.py); the scoring batch
-# (config scoring.batch_size) still sets how many images are read and written at a time.
-CPU_MODEL_BATCH = 16
+# On the CPU the models run fastest on small batches that stay in the caches (bf16, 2 cores:
+# ResNet-50 at 224 px ~2x the rate at 16 images as at 256; the VAE and GAN at 128 px ~10 %
+# faster at 32 than at 16 or 64); the scoring batch (config scoring.batch_size) still sets how
+# many images are read and written at a time.
+CPU_MODEL_BATCH = {"vae": 32, "gan": 32, "resnet50": 16}
 
 
 class Scorer:
@@ -123,10 +131,17 @@ class Scorer:
         device: torch.device,
         combiner: Combiner | None,
         threshold: float | None,
+        *,
+        own_model: bool = False,
     ):
+        """``own_model``: ``model`` was built for this scorer and may be changed in place (folded,
+        cast); otherwise (a model still being trained) the scorer works on a copy."""
         self.method = method
-        # BatchNorm folded into the convolutions (a copy: a model still being trained is untouched)
-        self.model = fold_batchnorm(model).to(device).to(memory_format=torch.channels_last).eval()
+        self.model = (
+            fold_batchnorm(model, inplace=own_model)
+            .to(device=device, dtype=inference_dtype(device), memory_format=torch.channels_last)
+            .eval()
+        )
         self.cfg = cfg
         self.device = device
         self.combiner = combiner
@@ -137,9 +152,10 @@ class Scorer:
     @torch.inference_mode()
     def raw(self, images) -> dict:
         """Features and maps of a batch; on the CPU in model batches of :data:`CPU_MODEL_BATCH`."""
-        if self.device.type != "cpu" or len(images) <= CPU_MODEL_BATCH:
+        step = CPU_MODEL_BATCH[self.method]
+        if self.device.type != "cpu" or len(images) <= step:
             return self._raw(images)
-        parts = [self._raw(images[start : start + CPU_MODEL_BATCH]) for start in range(0, len(images), CPU_MODEL_BATCH)]
+        parts = [self._raw(images[start : start + step]) for start in range(0, len(images), step)]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def _raw(self, images) -> dict:

@@ -47,7 +47,7 @@ def normalize(x_uint8: torch.Tensor, channels_last: bool = False) -> torch.Tenso
 
 def to_uint8_image(x: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`normalize`: [-1, 1] floats → ``uint8`` 0..255."""
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round_().to(torch.uint8)
+    return x.float().clamp(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8)
 
 
 def report_train_transform(size: int = 224):
