@@ -114,9 +114,9 @@ def resnet_outputs(model, x_u8: torch.Tensor) -> dict:
 
 
 # On the CPU the models run fastest on small batches that stay in the caches (bf16, 2 cores:
-# ResNet-50 at 224 px ~2x the rate at 16 images as at 256; the VAE and GAN at 128 px ~10 %
-# faster at 32 than at 16 or 64); the scoring batch (config scoring.batch_size) still sets how
-# many images are read and written at a time.
+# ResNet-50 at 224 px ~2x the rate at 16 images as at 256; at 128 px the GAN ~10 % faster at
+# 32 than at 16 and no faster at 64, the VAE ~10 % slower at 64 than at 32); the scoring batch
+# (config scoring.batch_size) still sets how many images are read and written at a time.
 CPU_MODEL_BATCH = {"vae": 32, "gan": 32, "resnet50": 16}
 
 
