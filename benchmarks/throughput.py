@@ -193,15 +193,12 @@ def bench_compression(store: Path, sizes: list[int]) -> dict:
 # --------------------------------------------------------------------------- 2. end-to-end scoring
 
 
-def bench_score(method: str, cfg: dict, store: str, work: Path, device: str, batch: int) -> dict:
+def bench_score(cfg: dict, store: str, art_path: Path, out: Path, device: str, batch: int) -> dict:
     """Model-side rate and HDF5 size; the end-to-end rate is timed by :func:`e2e_rate` (interleaved)."""
     from wormflow.artifact import load_artifact
     from wormflow.store import ImageStore
     from wormflow.train import scorer_from_artifact
 
-    art_path = work / f"{method}.pt"
-    untrained_artifact(method, cfg, art_path)
-    out = work / f"{method}.scores.h5"
     n = len(ImageStore.open(store))
     e2e_rate(store, art_path, out, batch, device)  # warm-up (and the file whose size is reported)
     # model side: one batch already on the device, repeated
@@ -219,7 +216,6 @@ def bench_score(method: str, cfg: dict, store: str, work: Path, device: str, bat
     model_side = k * len(images) / (time.perf_counter() - t0)
     return {
         "images": n,
-        "artifact": str(art_path),
         "model_img_per_s": model_side,
         "batch": batch,
         "bytes_per_image": out.stat().st_size / n,
@@ -442,12 +438,13 @@ def main(argv=None) -> dict:
     for m in args.methods:
         mcfg = cfg["methods"][m]
         store = result["decode"]["store"]
-        ours = bench_score(m, mcfg, store, work, args.device, args.batch)
+        art, scores = work / f"{m}.pt", work / f"{m}.scores.h5"
+        untrained_artifact(m, mcfg, art)
+        ours = bench_score(mcfg, store, art, scores, args.device, args.batch)
         # the two paths alternate, --reps times, so that a slow spell of a shared machine hits both
-        art = Path(ours.pop("artifact"))
         e2e, rep = [], []
         for _ in range(args.reps):
-            e2e.append(e2e_rate(store, art, work / f"{m}.scores.h5", args.batch, args.device))
+            e2e.append(e2e_rate(store, art, scores, args.batch, args.device))
             rep.append(bench_report_loop(m, mcfg, report_paths, device)["img_per_s"])
         ratios = [a / b for a, b in zip(e2e, rep)]
         decode_share = 1.0 / (result["decode"]["img_per_s"] * len(args.methods))

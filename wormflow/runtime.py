@@ -49,7 +49,8 @@ def inference_dtype(device: torch.device) -> torch.dtype:
     """Scoring: the dtype the models' weights are cast to, once, when a scorer is built.
 
     bf16 on CPUs with native bf16 (see :func:`cpu_bf16`): the weights are cast once instead of
-    by autocast on every batch (VAE and GAN scoring ~8 % faster); float32 elsewhere, and on
+    by autocast on every batch (GAN scoring 1.23x, ResNet-50 1.06x as fast, the VAE the same;
+    benchmarks/results/scoring-knobs-*.json); float32 elsewhere, and on
     CUDA, where the float32 weights run under bf16 autocast (:func:`autocast`).  The dev scores
     that fit a method's threshold and the shard scores it is applied to both go through a
     scorer, so on one machine they are computed the same way.
@@ -89,11 +90,6 @@ def _cpu_has_native_bf16() -> bool:
     except OSError:
         pass
     return False  # not Linux, or no flags line: stay in fp32
-
-
-def memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last everywhere: faster convolutions with cuDNN and with oneDNN on CPUs."""
-    return torch.channels_last
 
 
 def rng_state() -> dict:
