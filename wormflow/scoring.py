@@ -113,10 +113,11 @@ def resnet_outputs(model, x_u8: torch.Tensor) -> dict:
     return {"features": logit.float()[:, None]}
 
 
-# On the CPU the models run fastest on small batches that stay in the caches (bf16, 2 cores:
-# ResNet-50 at 224 px ~2x the rate at 16 images as at 256; at 128 px the GAN ~10 % faster at
-# 32 than at 16 and no faster at 64, the VAE ~10 % slower at 64 than at 32); the scoring batch
-# (config scoring.batch_size) still sets how many images are read and written at a time.
+# On the CPU the models run fastest on small batches that stay in the caches (bf16, 2 cores,
+# benchmarks/results/scoring-knobs-*.json: ResNet-50 at 224 px 14.1 ms/image at 16, 19.2 at 256;
+# at 128 px the GAN 7.2 at 32, 7.4 at 16 and 64, the VAE 2.5 at 16 and 32, 2.9 at 64); the
+# scoring batch (config scoring.batch_size) still sets how many images are read and written at
+# a time.
 CPU_MODEL_BATCH = {"vae": 32, "gan": 32, "resnet50": 16}
 
 
