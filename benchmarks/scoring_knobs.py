@@ -6,14 +6,14 @@
 For each method, with untrained models at the configured resolution (speed
 does not depend on the weights), on random ``uint8`` batches:
 
-1. **Model batch** (``scoring.CPU_MODEL_BATCH``): ms per image of the scoring
+1. **Model batch** (each method's ``cpu_batch``, ``wormflow.methods``): ms per image of the scoring
    forward pass (what ``Scorer`` runs: folded BatchNorm, channels_last, the
    scoring dtype) for model batches of 8 … 64 (ResNet-50 also 256).
 2. **bf16 weights vs autocast** (``runtime.inference_dtype``): the same pass
    at the chosen model batch with the weights cast to bf16 once against fp32
    weights under CPU bf16 autocast entered per batch (skipped where the CPU
    has no native bf16).
-3. **Scorer set-up** (``train.model_from_artifact``): seconds from a loaded
+3. **Scorer set-up** (``Artifact.scorer``/``Artifact.model``): seconds from a loaded
    artifact to a ready scorer, built on the meta device and folded in place,
    against a randomly initialised model that is then loaded and folded as a
    copy.
@@ -40,9 +40,11 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from wormflow import METHODS, __version__  # noqa: E402
+from wormflow import __version__  # noqa: E402
 from wormflow.config import load_config  # noqa: E402
+from wormflow.methods import enabled, get  # noqa: E402
 
+# The methods measured (the report's three networks; :func:`forward` knows these) and their model batches.
 BATCHES = {"vae": (8, 16, 32, 64), "gan": (8, 16, 32, 64), "resnet50": (8, 16, 32, 64, 256)}
 
 
@@ -58,7 +60,7 @@ def best_time(fn, reps: int) -> float:
 
 
 def forward(method: str, model, x):
-    """The scoring forward pass of ``wormflow.scoring`` (models only)."""
+    """The scoring forward pass of each method's ``outputs`` (models only: no features, no colour heuristic)."""
     if method == "vae":
         return model(x)[0]
     if method == "gan":
@@ -85,20 +87,18 @@ def per_image_ms(method: str, model, x: torch.Tensor, batch: int, reps: int, aut
 
 
 def bench_model_batch(method: str, cfg: dict, reps: int) -> dict:
-    from wormflow.models import fold_batchnorm
     from wormflow.runtime import inference_dtype
-    from wormflow.scoring import CPU_MODEL_BATCH
-    from wormflow.train import build_model
+    from wormflow.scoring import fold_batchnorm
     from wormflow.transforms import normalize
 
     cpu = torch.device("cpu")
     dtype = inference_dtype(cpu)
-    base = fold_batchnorm(build_model(method, cfg)[0]).to(memory_format=torch.channels_last)
+    base = fold_batchnorm(get(method).build(cfg)).to(memory_format=torch.channels_last)
     model = copy.deepcopy(base).to(dtype)
     x32 = normalize(images(max(BATCHES[method]), cfg["image_size"]), channels_last=True)
     x = x32.to(dtype)
     sweep = {b: per_image_ms(method, model, x, b, reps) for b in BATCHES[method]}
-    chosen = CPU_MODEL_BATCH[method]
+    chosen = get(method).cpu_batch
     out = {"dtype": str(dtype).removeprefix("torch."), "ms_per_image_by_batch": sweep, "chosen": chosen}
     if dtype == torch.bfloat16:
         autocast_ms = per_image_ms(method, base, x32, chosen, reps, autocast=True)
@@ -108,25 +108,24 @@ def bench_model_batch(method: str, cfg: dict, reps: int) -> dict:
 
 
 def bench_setup(method: str, cfg: dict, reps: int, work: Path) -> dict:
-    from wormflow.artifact import load_artifact
+    from wormflow.artifact import Artifact
     from wormflow.scoring import Scorer
-    from wormflow.train import build_model, scorer_from_artifact
 
     sys.path.insert(0, str(REPO / "benchmarks"))
     from throughput import untrained_artifact
 
-    path = work / f"{method}.pt"
+    path = work / method / "model.pt"
     untrained_artifact(method, cfg, path)
-    art = load_artifact(path)
+    art = Artifact.load(path)
     cpu = torch.device("cpu")
 
     def random_init_then_load():
-        model, _ = build_model(method, art["config"])
-        model.load_state_dict(art["state_dict"])
-        return Scorer(method, model, art["config"], cpu, None, art["threshold"])
+        model = get(method).build(art.config)
+        model.load_state_dict(art.state_dict)
+        return Scorer(method, model, art.config, cpu, None, art.threshold)
 
     return {
-        "meta_device_s": best_time(lambda: scorer_from_artifact(art, "cpu"), reps),
+        "meta_device_s": best_time(lambda: art.scorer("cpu"), reps),
         "random_init_then_load_s": best_time(random_init_then_load, reps),
         "artifact_mb": path.stat().st_size / 1e6,
     }
@@ -164,12 +163,18 @@ def bench_colour(cfg: dict, reps: int) -> dict:
 def main(argv=None) -> dict:
     import tempfile
 
+    cfg = load_config()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=[m for m in enabled(cfg) if m in BATCHES],
+        choices=list(BATCHES),
+        help="default: those enabled in config.yaml, in its order",
+    )
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    cfg = load_config()
     result = {
         "command": " ".join(["benchmarks/scoring_knobs.py", *(argv if argv is not None else sys.argv[1:])]),
         "environment": {
@@ -185,7 +190,7 @@ def main(argv=None) -> dict:
         for m in args.methods:
             mcfg = cfg["methods"][m]
             r = {"model_batch": bench_model_batch(m, mcfg, args.reps), "setup": bench_setup(m, mcfg, args.reps, Path(tmp))}
-            if m != "resnet50":
+            if "colour" in mcfg:  # the colour heuristic of the anomaly methods
                 r["colour"] = bench_colour(mcfg, args.reps)
             result["methods"][m] = r
             print(f"[{m}] {json.dumps(r)}", flush=True)

@@ -9,9 +9,10 @@ BBBC010 patches, like the microscope exports labs feed the workflow):
 1. **Decode once**: manifest + ``decode_shard_step`` into a shard image store
    (uint8 at every method's resolution, gzip) — img/s, and HDF5 bytes per
    image per resolution for each compression setting.
-2. **End-to-end scoring per method**: ``score_shard_step`` (image store →
-   model → HDF5 with scores, reconstructions and maps), img/s; and the
-   model-side rate alone (batches already on the device).
+2. **End-to-end scoring per method**: ``score_shard_step`` with that
+   method's model alone (image store → model → HDF5 score part with
+   scores, reconstructions and maps), img/s; and the model-side rate alone
+   (batches already on the device).
 3. **Report-style loop** over the same JPEGs: ImageFolder-style list, PIL
    decode + Resize + ToDtype + Normalize per image, batch 8, fp32, NCHW, the
    same outputs computed per batch and kept in memory — img/s; the ratio of
@@ -45,10 +46,14 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from wormflow import METHODS, __version__  # noqa: E402
+from wormflow import __version__  # noqa: E402
 from wormflow.config import load_config  # noqa: E402
+from wormflow.methods import enabled, get  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "bbbc010" / "labeled"
+# The report's three methods: the report-style reference loop (3.) and the report-settings training
+# loop (4.) below reproduce the report's own code for these, and only these.
+REPORT_METHODS = ("vae", "gan", "resnet50")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -82,48 +87,41 @@ def _make_jpeg(job) -> None:
 
 
 def untrained_artifact(method: str, cfg: dict, path: Path) -> None:
-    """A real-architecture artifact with random weights, a neutral combiner and threshold 0.5."""
-    from wormflow.artifact import ARTIFACT_FORMAT, ARTIFACT_VERSION, save_artifact
+    """A real-architecture artifact with random weights, a neutral combiner (anomaly methods) and threshold 0.5."""
+    from wormflow.artifact import Artifact
     from wormflow.decision import Combiner
-    from wormflow.scoring import FEATURES
-    from wormflow.train import build_model
+    from wormflow.methods.anomaly import AnomalyMethod
 
-    model, arch = build_model(method, cfg)
-    names, logs = FEATURES[method]
+    spec = get(method)
+    names, logs = list(spec.feature_names), list(spec.log_features)
     comb = (
-        None
-        if method == "resnet50"
-        else Combiner(names, [0.0] * len(names), [1.0] * len(names), [0.1] * len(names), 0.0, log_features=logs).to_dict()
+        Combiner(names, [0.0] * len(names), [1.0] * len(names), [0.1] * len(names), 0.0, log_features=logs).to_dict()
+        if isinstance(spec, AnomalyMethod)
+        else None
     )
-    save_artifact(
-        path,
-        {
-            "format": ARTIFACT_FORMAT,
-            "format_version": ARTIFACT_VERSION,
-            "method": method,
-            "package_version": __version__,
-            "arch": arch,
-            "state_dict": model.state_dict(),
-            "threshold": 0.5,
-            "threshold_rule": "benchmark",
-            "dev_f1": float("nan"),
-            "combiner": comb,
-            "config": cfg,
-            "config_hash": "benchmark",
-            "weights_init": "random (benchmark)",
-            "seed": 0,
-            "epochs_run": 0,
-            "best_epoch": -1,
-            "stopped_early": False,
-            "device": "n/a",
-            "train_time_s": 0.0,
-            "n_train": 0,
-            "n_dev": 0,
-            "dev_scores": [],
-            "dev_labels": [],
-            "trained_utc": "",
-        },
-    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Artifact(
+        method=method,
+        config=cfg,
+        state_dict=spec.build(cfg).state_dict(),
+        threshold=0.5,
+        threshold_rule="benchmark",
+        dev_f1=float("nan"),
+        combiner=comb,
+        config_hash="benchmark",
+        weights_init="random (benchmark)",
+        seed=0,
+        epochs_run=0,
+        best_epoch=-1,
+        stopped_early=False,
+        device="n/a",
+        train_time_s=0.0,
+        n_train=0,
+        n_dev=0,
+        dev_scores=[],
+        dev_labels=[],
+        trained_utc="",
+    ).save(path)
 
 
 def sync(device: torch.device) -> None:
@@ -193,16 +191,17 @@ def bench_compression(store: Path, sizes: list[int]) -> dict:
 # --------------------------------------------------------------------------- 2. end-to-end scoring
 
 
-def bench_score(cfg: dict, store: str, art_path: Path, out: Path, device: str, batch: int) -> dict:
+def bench_score(method: str, cfg: dict, store: str, art_path: Path, index: Path, device: str, batch: int) -> dict:
     """Model-side rate and HDF5 size; the end-to-end rate is timed by :func:`e2e_rate` (interleaved)."""
-    from wormflow.artifact import load_artifact
+    from wormflow.artifact import Artifact
+    from wormflow.pipeline import read_score_index
     from wormflow.store import ImageStore
-    from wormflow.train import scorer_from_artifact
 
     n = len(ImageStore.open(store))
-    e2e_rate(store, art_path, out, batch, device)  # warm-up (and the file whose size is reported)
+    e2e_rate(method, store, art_path, index, batch, device)  # warm-up (and the score part whose size is reported)
+    part = Path(read_score_index(str(index))[0].path)
     # model side: one batch already on the device, repeated
-    scorer = scorer_from_artifact(load_artifact(art_path), device)
+    scorer = Artifact.load(art_path).scorer(device)
     images = ImageStore.open(store).images(cfg["image_size"])[:batch]
     x = torch.as_tensor(images).to(scorer.device)
     for _ in range(2):
@@ -218,18 +217,24 @@ def bench_score(cfg: dict, store: str, art_path: Path, out: Path, device: str, b
         "images": n,
         "model_img_per_s": model_side,
         "batch": batch,
-        "bytes_per_image": out.stat().st_size / n,
+        "bytes_per_image": part.stat().st_size / n,
     }
 
 
-def e2e_rate(store: str, art_path: Path, out: Path, batch: int, device: str) -> float:
-    """One ``score_shard_step`` (image store → model → HDF5): images per second."""
+def e2e_rate(method: str, store: str, art_path: Path, index: Path, batch: int, device: str) -> float:
+    """One ``score_shard_step`` with this one model (image store → model → HDF5 score part): images per second.
+
+    ``index`` is the shard's ``<name>.scores.json``; its ``<name>.parts/`` is emptied first, so that the
+    step scores anew instead of reusing the part an earlier repetition wrote."""
+    import shutil
+
     from wormflow.pipeline import score_shard_step
     from wormflow.store import ImageStore
 
     n = len(ImageStore.open(store))
+    shutil.rmtree(index.with_name(index.name.removesuffix(".scores.json") + ".parts"), ignore_errors=True)
     t0 = time.perf_counter()
-    score_shard_step(store, str(art_path), str(out), batch_size=batch, device=device, shard_size=10**6)
+    score_shard_step(store, {method: {0: str(art_path)}}, str(index), batch_size=batch, device=device, shard_size=10**6)
     return n / (time.perf_counter() - t0)
 
 
@@ -250,14 +255,35 @@ class _Folder(torch.utils.data.Dataset):
             return self.transform(im.convert("RGB")), 0
 
 
-def bench_report_loop(method: str, cfg: dict, paths: list[Path], device: torch.device) -> dict:
-    """The report's way: PIL per image, batch 8, fp32, NCHW; same outputs, kept in memory."""
-    from wormflow.colour import colour_ratio
-    from wormflow.train import build_model
-    from wormflow.transforms import report_eval_transform
+def report_validation_transform(size: int = 224):
+    """The report's validation pipeline from a PIL image: Resize, ToTensor, Normalize(0.5, 0.5).
 
-    model = build_model(method, cfg)[0].to(device).eval()
-    loader = torch.utils.data.DataLoader(_Folder(paths, report_eval_transform(cfg["image_size"])), batch_size=8, num_workers=0)
+    (Formerly ``wormflow.transforms``; the workflow no longer uses it: only this reference loop does.)"""
+    from torchvision.transforms import v2
+
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize((size, size), antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+        ]
+    )
+
+
+def bench_report_loop(method: str, cfg: dict, paths: list[Path], device: torch.device) -> dict:
+    """The report's way: PIL per image, batch 8, fp32, NCHW; same outputs, kept in memory.
+
+    A reference implementation of the report's code, not the workflow: it branches on the report's
+    three method names (:data:`REPORT_METHODS`) on purpose."""
+    from wormflow.colour import colour_ratio
+
+    if method not in REPORT_METHODS:
+        raise ValueError(f"the report-style loop knows only {', '.join(REPORT_METHODS)}, not {method!r}")
+    model = get(method).build(cfg).to(device).eval()
+    loader = torch.utils.data.DataLoader(
+        _Folder(paths, report_validation_transform(cfg["image_size"])), batch_size=8, num_workers=0
+    )
     keep = []
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -288,12 +314,15 @@ def _train_rate(method: str, cfg: dict, n: int, device: torch.device, tuned: boo
     """Images/s of training steps on in-memory data: tuned = the workflow's epoch functions; else fp32 NCHW."""
     import torch.nn.functional as F
 
-    from wormflow import train as T
-    from wormflow.losses import focal_loss, vae_loss
+    from wormflow.methods.gan import gan_epoch
+    from wormflow.methods.resnet50 import focal_loss
+    from wormflow.methods.vae import vae_epoch, vae_loss
+    from wormflow.runtime import autocast
+    from wormflow.transforms import normalize
 
-    model, _ = T.build_model(method, cfg)
-    model = model.to(device)
-    opts = T.build_optimizers(method, model, cfg)
+    spec = get(method)
+    model = spec.build(cfg).to(device)
+    opts = spec.optimizers(model, cfg)
     size = cfg["image_size"]
     data = torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8).to(device).permute(0, 3, 1, 2)
     bs = cfg["batch_size"]
@@ -304,8 +333,8 @@ def _train_rate(method: str, cfg: dict, n: int, device: torch.device, tuned: boo
             labels = torch.randint(0, 2, (n,), device=device).float()
 
             def step(idx):
-                x = T.normalize(data[idx], channels_last=True)
-                with T.autocast(device):
+                x = normalize(data[idx], channels_last=True)
+                with autocast(device):
                     logits = model(x).flatten()
                 loss = focal_loss(logits, labels[idx])
                 opts["model"].zero_grad(set_to_none=True)
@@ -314,9 +343,9 @@ def _train_rate(method: str, cfg: dict, n: int, device: torch.device, tuned: boo
 
             run = lambda: [step(i) for i in torch.randperm(n, device=device).split(bs)]  # noqa: E731
         elif method == "vae":
-            run = lambda: T._vae_epoch(model, opts, data, cfg1)  # noqa: E731
+            run = lambda: vae_epoch(model, opts["model"], data, cfg1)  # noqa: E731
         else:
-            run = lambda: T._gan_epoch(model, opts, data, cfg1)  # noqa: E731
+            run = lambda: gan_epoch(model, opts, data, cfg1)  # noqa: E731
     else:
         data = data.contiguous()
         labels = torch.randint(0, 2, (n,), device=device).float()
@@ -382,7 +411,6 @@ def environment(device: torch.device) -> dict:
     import h5py
 
     from wormflow.runtime import inference_dtype
-    from wormflow.scoring import CPU_MODEL_BATCH
 
     return {
         "python": platform.python_version(),
@@ -393,19 +421,26 @@ def environment(device: torch.device) -> dict:
         "torch_threads": torch.get_num_threads(),
         # scoring precision on this machine (bf16 weights on CPUs with native bf16, bf16 autocast on CUDA)
         "scoring_dtype": "bfloat16" if device.type == "cuda" else str(inference_dtype(device)).removeprefix("torch."),
-        "cpu_model_batch": dict(CPU_MODEL_BATCH),
+        "cpu_model_batch": {m: get(m).cpu_batch for m in REPORT_METHODS},
         "wormflow": __version__,
         "host": platform.node(),
     }
 
 
 def main(argv=None) -> dict:
+    cfg = load_config()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=128, help="images (1-megapixel JPEGs) for the scoring benchmarks")
     p.add_argument("--side", type=int, default=1024)
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--device", default="auto")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=[m for m in enabled(cfg) if m in REPORT_METHODS],
+        choices=REPORT_METHODS,
+        help="the report's methods (default: those enabled in config.yaml, in its order)",
+    )
     p.add_argument("--batch", type=int, default=256, help="scoring batch of the workflow path")
     p.add_argument("--reps", type=int, default=3, help="alternating repetitions of the two scoring paths (medians reported)")
     p.add_argument("--report-n", type=int, default=None, help="images for the report-style loop (default: --n)")
@@ -419,7 +454,6 @@ def main(argv=None) -> dict:
     from wormflow.runtime import select_device
 
     device = select_device(args.device)
-    cfg = load_config()
     work = Path(args.work or tempfile.mkdtemp(prefix="wormflow-throughput-"))
     sizes = sorted({cfg["methods"][m]["image_size"] for m in args.methods})
     jpegs = make_jpegs(work / "jpegs", args.n, args.side, Path(args.data))
@@ -438,13 +472,13 @@ def main(argv=None) -> dict:
     for m in args.methods:
         mcfg = cfg["methods"][m]
         store = result["decode"]["store"]
-        art, scores = work / f"{m}.pt", work / f"{m}.scores.h5"
+        art, scores = work / "models" / m / "model.pt", work / f"{m}.scores.json"
         untrained_artifact(m, mcfg, art)
-        ours = bench_score(mcfg, store, art, scores, args.device, args.batch)
+        ours = bench_score(m, mcfg, store, art, scores, args.device, args.batch)
         # the two paths alternate, --reps times, so that a slow spell of a shared machine hits both
         e2e, rep = [], []
         for _ in range(args.reps):
-            e2e.append(e2e_rate(store, art, scores, args.batch, args.device))
+            e2e.append(e2e_rate(m, store, art, scores, args.batch, args.device))
             rep.append(bench_report_loop(m, mcfg, report_paths, device)["img_per_s"])
         ratios = [a / b for a, b in zip(e2e, rep)]
         decode_share = 1.0 / (result["decode"]["img_per_s"] * len(args.methods))

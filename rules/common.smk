@@ -8,18 +8,16 @@ from snakemake.utils import validate
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
 
 import wormflow.workflow as wfh
+from wormflow import paths as P
 
 validate(config, schema="../wormflow/config.schema.yaml")
-
-
-RESULTS = "results"
-DEMO_DIR = f"{RESULTS}/demo"
-LABELED_SPLITS = wfh.LABELED_SPLITS
+for _method, _schema in wfh.method_schemas(config).items():
+    validate(config["methods"][_method], schema=str(_schema))
 
 
 def _data_root(key):
     value = config["data"][key]
-    return f"{DEMO_DIR}/{key}" if value == "demo" else value
+    return f"{P.DEMO}/{key}" if value == "demo" else value
 
 
 LABELED_ROOT = _data_root("labeled")
@@ -41,17 +39,13 @@ METHODS = wfh.enabled_methods(config)
 SEEDS = [int(s) for s in config["training"]["seeds"]]
 PRIMARY_SEED = SEEDS[0]
 IMAGE_SIZES = wfh.image_sizes(config)
-CODE_DIGEST = wfh.code_digest()
-# GPU-capable rules ask for a GPU when the configured device is CUDA; cluster
-# profiles may ask for one regardless (device "auto" then uses it if present).
-TRAIN_GPUS = 1 if config["training"]["device"].startswith("cuda") else 0
-SCORE_GPUS = 1 if config["scoring"]["device"].startswith("cuda") else 0
 
 
 wildcard_constraints:
     coll=r"batches/[A-Za-z0-9][A-Za-z0-9._+@=,-]*|labeled/(train|dev|test)",
+    batch=r"[A-Za-z0-9][A-Za-z0-9._+@=,-]*",
     shard=r"\d+",
-    method="|".join(METHODS) if METHODS else "vae|gan|resnet50",
+    method="|".join(METHODS) if METHODS else "vae",
     seed=r"\d+",
 
 
@@ -60,12 +54,37 @@ localrules:
     demo_data,
     manifest,
     gather,
+    summarize,
     evaluate,
     ledger,
     report,
 
 
-# ----------------------------------------------------------------- paths
+# ----------------------------------------------------------------- resources (grow with the retry)
+
+
+def scaled(base):
+    """A resource that grows with Snakemake's ``attempt`` (1 on the first try, 2 on the retry)."""
+
+    def resource(wildcards, attempt):
+        return base * attempt
+
+    return resource
+
+
+def gpus_for(device):
+    """1 GPU for a method's jobs when the configured device is CUDA and the method uses one."""
+
+    def resource(wildcards):
+        if not device.startswith("cuda"):
+            return 0
+        names = [wildcards.method] if "method" in wildcards.keys() else METHODS
+        return int(any(wfh.uses_gpu(m) for m in names))
+
+    return resource
+
+
+# ----------------------------------------------------------------- collections and models
 
 
 def collection_dir(coll):
@@ -74,27 +93,10 @@ def collection_dir(coll):
     return os.path.join(BATCHES_ROOT if kind == "batches" else LABELED_ROOT, name)
 
 
-def manifest_path(coll):
-    return f"{RESULTS}/{coll}/manifest.json"
-
-
-def store_path(coll, shard):
-    return f"{RESULTS}/{coll}/shards/{shard}.images.h5"
-
-
-def score_shard_path(coll, shard, method, seed):
-    return f"{RESULTS}/{coll}/shards/{shard}.{method}.seed{seed}.h5"
-
-
-def model_path(method, seed=PRIMARY_SEED):
-    return f"{RESULTS}/models/{method}/seed{seed}/model.pt"
-
-
-def batch_scores(batch):
-    return f"{RESULTS}/batches/{batch}/scores.h5"
-
-
-# ----------------------------------------------------------------- checkpoint access
+def seeds_of(method, coll=None):
+    """The seeds whose models score a collection: all of a method's seeds on the test split, else the first."""
+    seeds = wfh.method_seeds(method, SEEDS)
+    return seeds if coll == P.TEST else seeds[:1]
 
 
 def checked_manifest(coll):
@@ -107,7 +109,15 @@ def n_shards(coll):
 
 
 def shard_stores(coll):
-    return [store_path(coll, k) for k in range(n_shards(coll))]
+    return [P.store(coll, k) for k in range(n_shards(coll))]
+
+
+def score_indexes(coll):
+    return [P.score_index(coll, k) for k in range(n_shards(coll))]
+
+
+def primary_models():
+    return {m: P.model(m, PRIMARY_SEED) for m in METHODS}
 
 
 # ----------------------------------------------------------------- input functions and params
@@ -120,7 +130,7 @@ def get_demo_root(wildcards, output):
 def get_manifest_input(wildcards):
     if not DEMO_INPUTS:
         return []
-    return [f"{DEMO_DIR}/labeled", f"{DEMO_DIR}/batches"]
+    return [f"{P.DEMO}/labeled", f"{P.DEMO}/batches"]
 
 
 def get_collection_dir(wildcards):
@@ -145,8 +155,12 @@ def get_stat_fingerprint(wildcards):
 
 def get_shard_digest(wildcards):
     """Content digest of one shard: decode and score re-run only when it changes."""
-    digests = wfh.manifest_summary(manifest_path(wildcards.coll))["shard_digests"]
+    digests = wfh.manifest_summary(P.manifest(wildcards.coll))["shard_digests"]
     return digests[int(wildcards.shard)]
+
+
+def get_method_config(wildcards):
+    return config["methods"][wildcards.method]
 
 
 def get_training_stores(wildcards):
@@ -159,7 +173,7 @@ def get_training_stores(wildcards):
 def get_training_data_digest(wildcards):
     """Content of the train and dev splits (a change retrains; a rebuilt store or another
     shard size alone does not: training reads the shards concatenated, in order)."""
-    return wfh.section_digest(
+    return wfh.json_digest(
         {
             s: wfh.manifest_summary(checked_manifest(f"labeled/{s}"))["data_digest"]
             for s in ("train", "dev")
@@ -167,25 +181,31 @@ def get_training_data_digest(wildcards):
     )
 
 
-def get_gather_input(wildcards):
-    coll = wildcards.coll
-    shards = range(n_shards(coll))
-    # not ancient(stores): a re-decoded shard (its content changed) must re-gather, and so rescore,
-    # even though the shard scores are temp() and gone; a rebuilt store makes the same happen
+def get_training_code_digest(wildcards):
+    return wfh.training_code_digest(wildcards.method)
+
+
+def get_score_models(wildcards):
+    """Every model that scores this collection: ``{method: {seed: model.pt}}``."""
+    return {m: {s: P.model(m, s) for s in seeds_of(m, wildcards.coll)} for m in METHODS}
+
+
+def get_score_input(wildcards):
+    models = get_score_models(wildcards)
     return {
-        "manifest": ancient(checked_manifest(coll)),
-        "stores": [store_path(coll, k) for k in shards],
-        "scores": [
-            score_shard_path(coll, k, m, PRIMARY_SEED) for m in METHODS for k in shards
-        ],
+        "store": ancient(P.store(wildcards.coll, wildcards.shard)),
+        "models": [p for seeds in models.values() for p in seeds.values()],
     }
 
 
-def get_gather_score_map(wildcards):
-    shards = range(n_shards(wildcards.coll))
+def get_gather_input(wildcards):
+    coll = wildcards.coll
+    # not ancient(stores): a re-decoded shard (its content changed) must re-gather, and so rescore,
+    # even though the score indexes are temp() and gone; a rebuilt store makes the same happen
     return {
-        m: [score_shard_path(wildcards.coll, k, m, PRIMARY_SEED) for k in shards]
-        for m in METHODS
+        "manifest": ancient(checked_manifest(coll)),
+        "stores": shard_stores(coll),
+        "indexes": score_indexes(coll),
     }
 
 
@@ -194,56 +214,37 @@ def get_collection_digest(wildcards):
 
 
 def get_evaluate_input(wildcards):
-    coll = "labeled/test"
-    shards = range(n_shards(coll))
     return {
-        "test": f"{RESULTS}/labeled/test/scores.h5",
-        "seed_scores": [
-            score_shard_path(coll, k, m, s)
-            for m in METHODS
-            for s in SEEDS
-            for k in shards
-        ],
-        "models": [model_path(m, s) for m in METHODS for s in SEEDS],
-        "dev_stores": shard_stores("labeled/dev"),
-        "test_stores": shard_stores(coll),
+        "test": P.scores(P.TEST),
+        "test_stores": shard_stores(P.TEST),
+        "models": [P.model(m, s) for m in METHODS for s in seeds_of(m, P.TEST)],
     }
 
 
-def get_seed_score_map(wildcards):
-    shards = range(n_shards("labeled/test"))
+def get_evaluate_models(wildcards):
+    return {m: {s: P.model(m, s) for s in seeds_of(m, P.TEST)} for m in METHODS}
+
+
+def get_summarize_input(wildcards):
+    coll = P.batch_collection(wildcards.batch)
+    # no checkpoint lookup here: the models show in a dry run before any manifest exists
     return {
-        m: {
-            str(s): [score_shard_path("labeled/test", k, m, s) for k in shards]
-            for s in SEEDS
-        }
-        for m in METHODS
+        "scores": P.scores(coll),
+        "manifest": ancient(P.manifest(coll)),
+        "models": list(primary_models().values()),
     }
 
 
-def get_model_map(wildcards):
-    return {m: {str(s): model_path(m, s) for s in SEEDS} for m in METHODS}
-
-
-def get_primary_models(wildcards):
-    return [model_path(m) for m in METHODS]
-
-
-def get_report_input(wildcards):
+def get_ledger_input(wildcards):
     return {
-        "metrics": f"{RESULTS}/eval/metrics.json",
-        "ledger": f"{RESULTS}/batches.tsv",
-        "test": f"{RESULTS}/labeled/test/scores.h5",
-        "test_stores": shard_stores("labeled/test"),
-        "batches": [batch_scores(b) for b in BATCHES],
-        "models": get_primary_models(wildcards),
+        "summaries": [P.summary(b) for b in BATCHES],
+        "test_manifest": ancient(P.manifest(P.TEST)),
     }
+
+
+def get_training_runs(wildcards):
+    return {m: wfh.method_seeds(m, SEEDS) for m in METHODS}
 
 
 def get_final_output():
-    return [
-        f"{RESULTS}/report.html",
-        f"{RESULTS}/report.json",
-        f"{RESULTS}/batches.tsv",
-        f"{RESULTS}/eval/metrics.json",
-    ]
+    return [P.REPORT_HTML, P.REPORT_JSON, P.LEDGER_TSV, P.METRICS_JSON]

@@ -3,10 +3,10 @@
 
 rule demo_data:
     output:
-        labeled=directory(f"{DEMO_DIR}/labeled"),
-        batches=directory(f"{DEMO_DIR}/batches"),
+        labeled=directory(f"{P.DEMO}/labeled"),
+        batches=directory(f"{P.DEMO}/batches"),
     log:
-        f"{RESULTS}/logs/demo_data.log",
+        P.log("demo_data"),
     conda:
         "../envs/data.yaml"
     params:
@@ -20,9 +20,9 @@ checkpoint manifest:
     input:
         get_manifest_input,
     output:
-        f"{RESULTS}/{{coll}}/manifest.json",
+        P.manifest("{coll}"),
     log:
-        f"{RESULTS}/logs/manifest/{{coll}}.log",
+        P.log("manifest", "{coll}"),
     conda:
         "../envs/data.yaml"
     params:
@@ -36,19 +36,19 @@ checkpoint manifest:
 
 rule decode_shard:
     input:
-        manifest=ancient(f"{RESULTS}/{{coll}}/manifest.json"),
+        manifest=ancient(P.manifest("{coll}")),
     output:
-        f"{RESULTS}/{{coll}}/shards/{{shard}}.images.h5",
+        P.store("{coll}", "{shard}"),
     log:
-        f"{RESULTS}/logs/decode_shard/{{coll}}/{{shard}}.log",
+        P.log("decode_shard", "{coll}", "{shard}"),
     benchmark:
-        f"{RESULTS}/benchmarks/decode_shard/{{coll}}/{{shard}}.tsv"
+        P.benchmark("decode_shard", "{coll}", "{shard}")
     conda:
         "../envs/data.yaml"
     threads: config["decode"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=scaled(4000),
+        runtime=scaled(30),
     params:
         digest=get_shard_digest,
         sizes=IMAGE_SIZES,

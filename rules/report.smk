@@ -1,61 +1,73 @@
-# Evaluation on the labeled test split, the per-batch ledger and the HTML report.
+# Evaluation on the labeled test split, the per-batch summaries and ledger, and the HTML report.
 
 
 rule evaluate:
     input:
         unpack(get_evaluate_input),
     output:
-        json=f"{RESULTS}/eval/metrics.json",
-        csv=f"{RESULTS}/eval/metrics.csv",
+        json=P.METRICS_JSON,
+        csv=P.METRICS_CSV,
+        gallery=P.GALLERY,
     log:
-        f"{RESULTS}/logs/evaluate.log",
+        P.log("evaluate"),
     conda:
         "../envs/report.yaml"
     params:
-        seed_scores=get_seed_score_map,
-        models=get_model_map,
+        models=get_evaluate_models,
         evaluation=config["evaluation"],
         published=config["report"]["published_f1"],
+        gallery_size=config["report"]["gallery_size"],
     script:
         "../scripts/evaluate.py"
 
 
-rule ledger:
+rule summarize:
     input:
-        batches=[batch_scores(b) for b in BATCHES],
-        manifests=[manifest_path(f"batches/{b}") for b in BATCHES],
-        models=get_primary_models,
+        unpack(get_summarize_input),
     output:
-        f"{RESULTS}/batches.tsv",
+        P.summary("{batch}"),
     log:
-        f"{RESULTS}/logs/ledger.log",
+        P.log("summarize", "{batch}"),
     conda:
         "../envs/report.yaml"
     params:
-        batches=BATCHES,
-        rejected=REJECTED_BATCHES,
-        methods=METHODS,
-        benchmarks=f"{RESULTS}/benchmarks",
+        models=primary_models(),
         drift=config["drift"],
+    script:
+        "../scripts/summarize.py"
+
+
+rule ledger:
+    input:
+        unpack(get_ledger_input),
+    output:
+        tsv=P.LEDGER_TSV,
+        json=P.LEDGER_JSON,
+    log:
+        P.log("ledger"),
+    conda:
+        "../envs/report.yaml"
+    params:
+        rejected=REJECTED_BATCHES,
+        runs=get_training_runs,
     script:
         "../scripts/ledger.py"
 
 
 rule report:
     input:
-        unpack(get_report_input),
+        metrics=P.METRICS_JSON,
+        gallery=P.GALLERY,
+        ledger=P.LEDGER_JSON,
     output:
-        html=f"{RESULTS}/report.html",
-        json=f"{RESULTS}/report.json",
+        html=P.REPORT_HTML,
+        json=P.REPORT_JSON,
     log:
-        f"{RESULTS}/logs/report.log",
+        P.log("report"),
     conda:
         "../envs/report.yaml"
     params:
         config=config,
         methods=METHODS,
-        batches=BATCHES,
-        rejected=REJECTED_BATCHES,
-        benchmarks=f"{RESULTS}/benchmarks",
     script:
         "../scripts/report.py"

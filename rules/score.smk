@@ -1,28 +1,29 @@
-# Scoring: one job per (collection, shard, method, seed), each writing its own HDF5
-# file (one writer per file), then one gather per collection.
+# Scoring: one job per (collection, shard) runs every model on the shard's image store (read
+# once; the models share the device) and writes one score part per method and seed (reused when
+# only another method changed), then one gather per collection.
 
 
 rule score_shard:
     input:
-        store=ancient(f"{RESULTS}/{{coll}}/shards/{{shard}}.images.h5"),
-        model=f"{RESULTS}/models/{{method}}/seed{{seed}}/model.pt",
+        unpack(get_score_input),
     output:
-        temp(f"{RESULTS}/{{coll}}/shards/{{shard}}.{{method}}.seed{{seed}}.h5"),
+        temp(P.score_index("{coll}", "{shard}")),
     log:
-        f"{RESULTS}/logs/score_shard/{{coll}}/{{shard}}.{{method}}.seed{{seed}}.log",
+        P.log("score_shard", "{coll}", "{shard}"),
     benchmark:
-        f"{RESULTS}/benchmarks/score_shard/{{coll}}/{{shard}}.{{method}}.seed{{seed}}.tsv"
+        P.benchmark("score_shard", "{coll}", "{shard}")
     conda:
         "../envs/torch.yaml"
     threads: 2
     resources:
-        gpu=SCORE_GPUS,
-        mem_mb=8000,
-        runtime=30,
+        gpu=gpus_for(config["scoring"]["device"]),
+        mem_mb=scaled(8000),
+        runtime=scaled(30),
     params:
-        # what decides the output: the shard's content and how it is stored (the scoring batch
-        # size, device and threads decide only how fast; scripts read them from the config)
+        # what decides the output: the shard's content, the models and how it is stored (the scoring
+        # batch size, device and threads decide only how fast; scripts read them from the config)
         digest=get_shard_digest,
+        models=get_score_models,
         hdf5=config["hdf5"],
     script:
         "../scripts/score_shard.py"
@@ -32,16 +33,16 @@ rule gather:
     input:
         unpack(get_gather_input),
     output:
-        f"{RESULTS}/{{coll}}/scores.h5",
+        P.scores("{coll}"),
     log:
-        f"{RESULTS}/logs/gather/{{coll}}.log",
+        P.log("gather", "{coll}"),
     benchmark:
-        f"{RESULTS}/benchmarks/gather/{{coll}}.tsv"
+        P.benchmark("gather", "{coll}")
     conda:
         "../envs/data.yaml"
     params:
         digest=get_collection_digest,
         root=get_collection_dir,
-        score_map=get_gather_score_map,
+        methods=METHODS,
     script:
         "../scripts/gather.py"

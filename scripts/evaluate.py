@@ -1,4 +1,4 @@
-"""Evaluate every method (and the dark-pixel baseline) on the labeled test split."""
+"""Evaluate every method (all seeds, the floor among them) on the gathered test scores; select the galleries."""
 
 import sys
 
@@ -10,14 +10,15 @@ from wormflow.smk import run
 
 def main(smk):
     evaluate_step(
-        smk.params.seed_scores,
+        smk.input.test,
         smk.params.models,
-        list(smk.input.dev_stores),
         list(smk.input.test_stores),
         smk.params.evaluation,
         smk.params.published,
+        smk.params.gallery_size,
         smk.output.json,
         smk.output.csv,
+        smk.output.gallery,
     )
 
 

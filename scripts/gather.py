@@ -1,4 +1,4 @@
-"""Concatenate a collection's shard stores and score shards into scores.h5."""
+"""Concatenate a collection's shard stores and score parts into scores.h5."""
 
 import sys
 
@@ -9,15 +9,15 @@ from wormflow.smk import run
 
 
 def main(smk):
-    coll = smk.wildcards.coll
     gather_step(
         smk.input.manifest,
         list(smk.input.stores),
-        {m: list(paths) for m, paths in smk.params.score_map.items()},
+        list(smk.input.indexes),
         smk.output[0],
+        methods=list(smk.params.methods),
         shard_size=smk.config["shard_size"],
         hdf5=smk.config["hdf5"],
-        batch=coll.split("/", 1)[1],
+        batch=smk.wildcards.coll.split("/", 1)[1],
     )
 
 

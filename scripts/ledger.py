@@ -1,4 +1,4 @@
-"""Write results/batches.tsv: one row per imaging batch (counts, flagged shares, drift, time)."""
+"""Write results/batches.tsv and results/ledger.json from the batch summaries."""
 
 import sys
 
@@ -10,15 +10,12 @@ from wormflow.smk import run
 
 def main(smk):
     ledger_step(
-        list(smk.params.batches),
-        list(smk.input.batches),
-        list(smk.input.manifests),
-        list(smk.input.models),
-        list(smk.params.methods),
-        list(smk.params.rejected),
-        smk.params.drift["ks_max"],
-        smk.params.benchmarks,
-        smk.output[0],
+        list(smk.input.summaries),
+        [tuple(r) for r in smk.params.rejected],
+        dict(smk.params.runs),
+        smk.input.test_manifest,
+        smk.output.tsv,
+        smk.output.json,
     )
 
 

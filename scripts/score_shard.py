@@ -1,4 +1,4 @@
-"""Score one shard's image store with one trained method."""
+"""Score one shard's image store with every model (one score part per method and seed)."""
 
 import sys
 
@@ -11,7 +11,7 @@ from wormflow.smk import run
 def main(smk):
     score_shard_step(
         smk.input.store,
-        smk.input.model,
+        {m: {int(s): p for s, p in seeds.items()} for m, seeds in smk.params.models.items()},
         smk.output[0],
         batch_size=smk.config["scoring"]["batch_size"],
         device=smk.config["scoring"]["device"],

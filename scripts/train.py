@@ -6,8 +6,9 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")  # noqa: F821 - the repository's
 
 from pathlib import Path
 
+from wormflow.data import load_split
 from wormflow.smk import run
-from wormflow.train import load_split, train
+from wormflow.train import train
 
 
 def main(smk):
@@ -15,7 +16,7 @@ def main(smk):
     training = smk.config["training"]  # device, workers, logging: how it runs, not what it learns
     size = cfg["image_size"]
     train(
-        smk.params.method,
+        smk.wildcards.method,
         cfg,
         load_split(smk.input.train, size),
         load_split(smk.input.dev, size),

@@ -34,7 +34,7 @@ TINY = REPO / "tests" / "configs" / "tiny.yaml"
 RUN_TIMEOUT = 20 * 60  # seconds per Snakemake run (2 shared CPU cores)
 # Two single-threaded jobs at a time: these tiny jobs mostly start Python and import torch, which uses
 # one core, and two OpenMP threads per job thrash on a loaded 2-core machine. Not a rerun trigger.
-FAST = ("--set-threads", "score_shard=1", "decode_shard=1", "train_vae=1", "train_gan=1", "train_resnet50=1")
+FAST = ("--set-threads", "score_shard=1", "decode_shard=1", "train=1")
 JOB_LINE = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):\s*$")
 _PINNED_CODE: str | None = None
 
@@ -43,10 +43,11 @@ _PINNED_CODE: str | None = None
 
 
 def code_state() -> str:
-    """Digest of what decides whether a run retrains or rescores: rules, scripts, defaults, training code."""
-    from wormflow.workflow import code_digest
+    """Digest of what decides whether a run retrains or rescores: rules, scripts, defaults, package code."""
+    from wormflow.digest import PACKAGE_DIR, code_digest
 
-    h = hashlib.sha256(code_digest().encode())
+    package = [str(p.relative_to(PACKAGE_DIR)) for p in PACKAGE_DIR.rglob("*") if p.suffix in (".py", ".yaml")]
+    h = hashlib.sha256(code_digest(package).encode())
     files = [SNAKEFILE, REPO / "config.yaml", REPO / "wormflow" / "config.schema.yaml"]
     files += sorted((REPO / "rules").glob("*.smk")) + sorted((REPO / "scripts").glob("*.py"))
     for f in files:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from wormflow.data import LabeledImages
 from wormflow.imageio import decode_image, resize_rgb
-from wormflow.train import LabeledImages
 
 CLASSES = ("no_wormed", "wormed")
 

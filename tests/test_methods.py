@@ -13,11 +13,15 @@ import torch.nn.functional as F
 from realdata import load_split
 
 from wormflow import decision
+from wormflow.artifact import Artifact
 from wormflow.colour import colour_ratio
-from wormflow.losses import focal_loss, vae_loss, weighted_bce
-from wormflow.models import GAN, VAE, fold_batchnorm, resnet50_binary
-from wormflow.train import LabeledImages, load_artifact, scorer_from_artifact, train
-from wormflow.weights import WeightsUnavailableError, imagenet_cache_file
+from wormflow.data import LabeledImages
+from wormflow.methods.gan import GAN
+from wormflow.methods.resnet50 import focal_loss, resnet50_binary, weighted_bce
+from wormflow.methods.resnet_weights import WeightsUnavailableError, imagenet_cache_file
+from wormflow.methods.vae import VAE, vae_loss
+from wormflow.scoring import fold_batchnorm
+from wormflow.train import train
 
 COLOUR = {"alpha": [0.3, 0.3, 0.3], "beta": [0.3, 0.3, 0.3]}
 
@@ -237,8 +241,8 @@ def test_short_training_on_real_patches_lowers_the_loss(method, column, real32, 
     assert len(losses) == 3
     assert losses[-1] < losses[0], losses
     assert (tmp_path / "model.pt").is_file() and not (tmp_path / "resume.pt").exists()
-    assert artifact["n_dev"] == len(dv.labels)
-    assert 0.0 <= artifact["threshold"] <= 1.0
+    assert artifact.n_dev == len(dv.labels)
+    assert 0.0 <= artifact.threshold <= 1.0
 
 
 class Interrupt(Exception):
@@ -262,9 +266,9 @@ def test_kill_and_resume_gives_the_same_weights(method, k, real32, small32, tmp_
         train(method, cfg, tr, dv, tmp_path / "cut", seed=3, tensorboard=False, on_epoch_end=_interrupt_after(k))
     assert (tmp_path / "cut" / "resume.pt").is_file()
     resumed = train(method, cfg, tr, dv, tmp_path / "cut", seed=3, tensorboard=False)
-    for name, tensor in whole["state_dict"].items():
-        assert torch.equal(tensor, resumed["state_dict"][name]), name
-    assert whole["threshold"] == resumed["threshold"]
+    for name, tensor in whole.state_dict.items():
+        assert torch.equal(tensor, resumed.state_dict[name]), name
+    assert whole.threshold == resumed.threshold
     assert _losses(tmp_path / "whole", "epoch") == _losses(tmp_path / "cut", "epoch")
 
 
@@ -275,7 +279,7 @@ def test_resume_checkpoint_for_another_config_is_ignored(real32, tmp_path, caplo
     with caplog.at_level(logging.WARNING):
         art = train("vae", vae_cfg(lr=5e-4, epochs=2), tr, dv, tmp_path, seed=0, tensorboard=False)
     assert "ignoring resume checkpoint" in caplog.text
-    assert art["epochs_run"] == 2
+    assert art.epochs_run == 2
 
 
 def test_resnet_early_stopping_restores_the_best_epoch(small32, tmp_path):
@@ -284,9 +288,9 @@ def test_resnet_early_stopping_restores_the_best_epoch(small32, tmp_path):
     import pandas as pd
 
     hist = pd.read_csv(tmp_path / "history.csv")
-    assert art["best_epoch"] == int(hist.loc[hist.dev_loss.idxmin(), "epoch"])
-    if art["stopped_early"]:
-        assert art["epochs_run"] == art["best_epoch"] + 1 < 6
+    assert art.best_epoch == int(hist.loc[hist.dev_loss.idxmin(), "epoch"])
+    if art.stopped_early:
+        assert art.epochs_run == art.best_epoch + 1 < 6
 
 
 # ----------------------------------------------------------------------------- scoring API and artifacts
@@ -302,16 +306,16 @@ def vae_artifact(real32, tmp_path_factory):
 
 def test_scorer_outputs_and_stored_threshold(vae_artifact, real32):
     _, dv = real32
-    art = load_artifact(vae_artifact)
-    scorer = scorer_from_artifact(art, "cpu")
+    art = Artifact.load(vae_artifact)
+    scorer = art.scorer("cpu")
     out = scorer(dv.images[:10])
     assert out.score.shape == (10,) and out.score.dtype == np.float32
     assert out.features.shape == (10, 3)
-    assert out.recon.shape == (10, 32, 32, 3) and out.recon.dtype == np.uint8
-    assert out.error_map.shape == (10, 32, 32) and out.colour_mask.shape == (10, 32, 32)
-    np.testing.assert_array_equal(out.pred, (out.score >= art["threshold"]).astype(np.int8))
+    assert out.maps["recon"].shape == (10, 32, 32, 3) and out.maps["recon"].dtype == np.uint8
+    assert out.maps["error_map"].shape == (10, 32, 32) and out.maps["colour_mask"].shape == (10, 32, 32)
+    np.testing.assert_array_equal(out.pred, (out.score >= art.threshold).astype(np.int8))
     # the dev scores stored at training time are what the scorer gives now (threshold tuned on exactly these)
-    np.testing.assert_allclose(scorer(dv.images).score, art["dev_scores"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(scorer(dv.images).score, art.dev_scores, rtol=1e-4, atol=1e-5)
 
 
 def test_cpu_bf16_scoring_switch(vae_artifact, real32, monkeypatch):
@@ -323,16 +327,16 @@ def test_cpu_bf16_scoring_switch(vae_artifact, real32, monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setenv(runtime.CPU_BF16_ENV, "0")
     assert not runtime.cpu_bf16() and runtime.inference_dtype(cpu) == torch.float32
-    scorer = scorer_from_artifact(load_artifact(vae_artifact), "cpu")
+    scorer = Artifact.load(vae_artifact).scorer("cpu")
     assert all(p.dtype == torch.float32 for p in scorer.model.parameters())
     fp32 = scorer(dv.images[:16]).features
     monkeypatch.setenv(runtime.CPU_BF16_ENV, "1")
     assert runtime.inference_dtype(cpu) == torch.bfloat16
     assert not isinstance(runtime.autocast(cpu), torch.autocast)  # CPU training stays fp32
-    scorer = scorer_from_artifact(load_artifact(vae_artifact), "cpu")
+    scorer = Artifact.load(vae_artifact).scorer("cpu")
     assert all(p.dtype == torch.bfloat16 for p in scorer.model.parameters())
     out = scorer(dv.images[:16])
-    assert out.features.dtype == np.float32 and out.recon.dtype == np.uint8
+    assert out.features.dtype == np.float32 and out.maps["recon"].dtype == np.uint8
     assert not np.array_equal(out.features, fp32)  # it did run in bf16
     np.testing.assert_allclose(out.features, fp32, rtol=0.05, atol=0.01)
     monkeypatch.setenv(runtime.CPU_BF16_ENV, "fast")
@@ -342,13 +346,13 @@ def test_cpu_bf16_scoring_switch(vae_artifact, real32, monkeypatch):
 
 def test_scorer_from_artifact_needs_every_tensor(vae_artifact):
     """The scoring model is built without random weights: an artifact missing a tensor is refused."""
-    art = load_artifact(vae_artifact)
-    scorer = scorer_from_artifact(art, "cpu")
+    art = Artifact.load(vae_artifact)
+    scorer = art.scorer("cpu")
     assert not any(t.is_meta for t in (*scorer.model.parameters(), *scorer.model.buffers()))
-    key = next(iter(art["state_dict"]))
-    del art["state_dict"][key]
+    key = next(iter(art.state_dict))
+    del art.state_dict[key]
     with pytest.raises(RuntimeError, match="Missing key"):
-        scorer_from_artifact(art, "cpu")
+        art.scorer("cpu")
 
 
 def test_crafted_pickle_checkpoint_is_refused(tmp_path):
@@ -362,7 +366,7 @@ def test_crafted_pickle_checkpoint_is_refused(tmp_path):
     with open(path, "wb") as fh:
         pickle.dump({"format": "wormflow-model", "payload": Evil()}, fh)
     with pytest.raises(pickle.UnpicklingError):
-        load_artifact(path)
+        Artifact.load(path)
     assert not marker.exists()
 
 
@@ -420,7 +424,7 @@ def test_imagenet_weights_missing_offline_fail_before_training(tmp_path, monkeyp
 
 
 def test_auto_weights_use_the_cache_when_present(tmp_path, monkeypatch, caplog):
-    from wormflow.weights import build_resnet50
+    from wormflow.methods.resnet_weights import build_resnet50
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with caplog.at_level(logging.WARNING):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +24,10 @@ from markupsafe import escape
 from report_fixtures import HOSTILE_BATCH, HOSTILE_FILE, HOSTILE_REASON, ODD_FILE, PUBLISHED, TITLE, make_report_inputs
 
 from wormflow import report as rpt
+from wormflow.gallery import select
+from wormflow.ledger import agreement
+from wormflow.report import render
+from wormflow.scorefile import ScoreFile
 
 METRICS = ("f1", "auroc", "average_precision", "precision", "recall")
 
@@ -89,14 +92,14 @@ def test_hostile_strings_are_escaped(full):
 
 
 def test_template_never_marks_data_safe():
-    text = (rpt.default_templates_dir() / "report.html.j2").read_text(encoding="utf-8")
+    text = (render.default_templates_dir() / "report.html.j2").read_text(encoding="utf-8")
     assert not re.search(r"\|\s*safe\b", text) and "Markup" not in text and "autoescape false" not in text
-    assert rpt.template_environment().autoescape is True
+    assert render.template_environment().autoescape is True
 
 
 def test_templates_dir_override_is_autoescaped(tmp_path):
     (tmp_path / "report.html.j2").write_text("<p>{{ title }}</p>")
-    assert rpt.render_html({"title": HOSTILE_FILE}, templates_dir=tmp_path) == f"<p>{escape(HOSTILE_FILE)}</p>"
+    assert render.render_html({"title": HOSTILE_FILE}, templates_dir=tmp_path) == f"<p>{escape(HOSTILE_FILE)}</p>"
 
 
 def test_sections_in_order_with_index(full):
@@ -112,22 +115,23 @@ def test_sections_in_order_with_index(full):
 
 def test_numbers_match_metrics_json(full):
     metrics = full.inputs["metrics"]["methods"]
-    rows = {r["method"]: r for r in full.data["summary"]["rows"]}
-    rows["dark_pixels"] = full.data["summary"]["baseline"]
-    assert set(rows) == set(metrics)
+    rows = {r["method"]: r for r in full.data["summary"]["rows"] + full.data["summary"]["floors"]}
+    assert set(rows) == set(metrics) == {"vae", "gan", "resnet50", "dark_pixels"}
+    assert [r["method"] for r in full.data["summary"]["floors"]] == ["dark_pixels"]
     for name, block in metrics.items():
         row = rows[name]
         assert row["threshold"] == block["threshold"]
         for k in METRICS:
             assert row["metrics"][k] == block["metrics"][k], (name, k)
             assert row["intervals"][k] == block["intervals"][k], (name, k)
-            assert rpt.fmt_ci(block["intervals"][k]) in full.html
+            assert render.fmt_ci(block["intervals"][k]) in full.html
         assert f"{block['metrics']['f1']:.3f}" in full.html
         assert f"{block['threshold']:.4f}" in full.html
         if "seed_summary" in block:
             assert row["seed_summary"]["f1"] == block["seed_summary"]["f1"]
             assert f"{block['seed_summary']['f1']['mean']:.3f} ± {block['seed_summary']['f1']['sd']:.3f}</small>" in full.html
             assert "mean ± sd over 3 seeds" in full.html
+    assert "seed_summary" not in metrics["dark_pixels"] and rows["dark_pixels"]["seeds"] == []
     cms = {c["method"]: c["matrix"] for c in full.data["confusion_matrices"]}
     assert all(cms[n] == metrics[n]["confusion_matrix"] for n in metrics)
     assert full.data["summary"]["n_test"] == 16
@@ -135,7 +139,9 @@ def test_numbers_match_metrics_json(full):
     assert "0.660" in full.html and "0.871" in full.html
 
 
-def test_batches_rows_and_trends(full):
+def test_batches_show_what_the_ledger_wrote(full):
+    ledger = json.loads(Path(full.inputs["kwargs"]["ledger_path"]).read_text())
+    summaries = {s["batch"]: s for s in ledger["batches"]}
     rows = {r["batch"]: r for r in full.data["batches"]}
     assert list(rows) == ["2026-01-01", "2026-01-02", "2026-01-03", HOSTILE_BATCH]
     ok, empty, quarantined, rejected = rows.values()
@@ -143,14 +149,26 @@ def test_batches_rows_and_trends(full):
     assert (empty["n_scored"], empty["status"]) == (0, "empty")
     assert (quarantined["n_scored"], quarantined["n_quarantined"], quarantined["status"]) == (0, 2, "nothing scorable")
     assert rejected["rejected"] and rejected["status"].startswith("rejected")
-    assert ok["drift"] == {"vae": False, "gan": True, "resnet50": False} and ok["drift_any"]
-    assert 0 <= ok["agreement"]["all"] <= 1 and set(ok["agreement"]["pairs"]) == {"vae-gan", "vae-resnet50", "gan-resnet50"}
+    for name in ("2026-01-01", "2026-01-02", "2026-01-03"):
+        s, r = summaries[name], rows[name]
+        assert r["flagged"] == {m: s["methods"][m]["flagged_share"] for m in r["flagged"]}
+        assert r["ks"] == {m: s["methods"][m]["ks"] for m in r["ks"]}
+        assert r["drift_any"] == s["drift"] and r["agreement"] == s["agreement"]
+    assert ok["flagged"]["vae"] == pytest.approx(5 / 6) and ok["ks"]["vae"] is not None
+    assert set(ok["agreement"]["pairs"]) == {
+        "vae-gan",
+        "vae-resnet50",
+        "vae-dark_pixels",
+        "gan-resnet50",
+        "gan-dark_pixels",
+        "resnet50-dark_pixels",
+    }
     assert empty["agreement"]["all"] is None and empty["flagged"]["vae"] is None
     for name in ("2026-01-02", "2026-01-03"):
         assert f'<code class="name">{name}</code>' in full.html
     assert ">nothing scorable<" in full.html and ">empty<" in full.html
     assert full.data["trends"]["batches"] == ["2026-01-01", "2026-01-02", "2026-01-03"]
-    assert full.data["trends"]["beyond"] == ["2026-01-01"]
+    assert full.data["trends"]["beyond"] == [n for n in ("2026-01-01",) if summaries[n]["drift"]]
     assert len(full.data["quarantine"]) == 4
     assert {q["collection"] for q in full.data["quarantine"]} == {"2026-01-01", "2026-01-03"}
 
@@ -160,49 +178,38 @@ def test_galleries_show_every_column(full):
     assert list(galleries) == ["vae", "gan", "resnet50"]
     for g in galleries.values():
         assert len(g["misses"]) + len(g["hits"]) == 16 == g["n_misses"] + g["n_hits"]
-        margins = [
-            abs(e["methods"][[p["method"] for p in e["methods"]].index(g["method"])]["score"] - e["methods"][0]["threshold"])
-            for e in g["misses"]
-        ]
-        if g["method"] == "vae":
-            assert margins == sorted(margins, reverse=True)  # most wrong first
-    assert full.data["galleries"]["mask_from"] == "vae"
+        own = [p["method"] for p in g["misses"][0]["methods"]].index(g["method"]) if g["misses"] else 0
+        margins = [abs(e["methods"][own]["score"] - e["methods"][own]["threshold"]) for e in g["misses"]]
+        assert margins == sorted(margins, reverse=True)  # most wrong first
     assert str(escape(f"wormed/{HOSTILE_FILE}")) in full.html
-    for _, name in rpt.GALLERY_COLUMNS:
-        assert f"<th>{name}" in full.html
-    assert "<th>Colour mask (VAE)</th>" in full.html
+    for title in ("Original", "VAE reconstruction", "VAE error map", "VAE colour mask", "GAN reconstruction", "GAN colour mask"):
+        assert f"<th>{title}</th>" in full.html, title
+    assert full.html.count('<td class="none"') == 0  # every thumbnail there
 
 
 def test_provenance(full):
     prov = full.data["provenance"]
     models = {m["method"]: m for m in prov["models"]}
-    assert all(m["checkpoint_matches"] is True and len(m["checkpoint_sha256"]) == 64 for m in models.values())
+    assert all(len(m["checkpoint_sha256"]) == 64 for m in models.values())
     assert models["vae"]["trained_utc"] == "2026-01-01T00:00:00Z" and models["vae"]["seeds"] == [0, 1, 2]
     bench = {(b["stage"], b["method"]): b for b in prov["benchmarks"]}
-    score = bench[("score_shard", "vae")]
-    assert (score["n_files"], score["median_s"], score["max_s"]) == (2, 1.5, 2.0)
-    assert score["images_per_s"] == pytest.approx((16 + 6) / 3.0)
-    assert bench[("train", "gan")]["images_per_s"] is None
+    score = bench[("score_shard", "")]
+    assert (score["n_files"], score["median_s"], score["max_s"]) == (3, 1.0, 2.0)
+    assert score["images_per_s"] == pytest.approx((16 + 6) / 4.0)
+    assert bench[("train", "vae")]["images_per_s"] is None
     assert {"wormflow", "torch", "numpy", "h5py", "scikit-learn", "snakemake"} <= set(prov["versions"])
     assert "ks_max: 0.3" in prov["config_yaml"]
 
 
-def test_unreadable_models_do_not_stop_the_report(tmp_path, monkeypatch):
-    bad = tmp_path / "model.pt"
-    bad.write_bytes(b"not a checkpoint")
-    models, problems = rpt.load_models(["vae"], [str(bad)])
-    assert models == {"vae": {"path": str(bad)}} and len(problems) == 1 and str(bad) in problems[0]
-    prov = rpt.model_provenance("vae", {}, models["vae"])
-    assert prov["checkpoint_sha256"] == rpt_sha256(bad) and prov["checkpoint_matches"] is None
-    monkeypatch.setitem(sys.modules, "wormflow.artifact", None)  # e.g. an environment without torch
-    models, problems = rpt.load_models(["vae"], [str(bad)])
-    assert models == {"vae": {"path": str(bad)}} and problems[0].startswith("model artifacts not read")
-
-
-def rpt_sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def test_unreadable_inputs_do_not_stop_the_report(tmp_path):
+    inputs = make_report_inputs(tmp_path / "in")
+    kwargs = inputs["kwargs"]
+    Path(kwargs["gallery_path"]).write_bytes(b"not HDF5")
+    Path(kwargs["ledger_path"]).write_text("{broken")
+    data = rpt.report_step(**kwargs, out_html=str(tmp_path / "r.html"), out_json=str(tmp_path / "r.json"))
+    html = (tmp_path / "r.html").read_text()
+    assert "ledger (ledger.json) not read" in html and "galleries not read" in html
+    assert data["batches"] == [] and data["summary"]["rows"]  # the evaluation is still shown
 
 
 # --------------------------------------------------------------------------- method subsets
@@ -210,19 +217,15 @@ def rpt_sha256(path: Path) -> str:
 
 @pytest.mark.parametrize("methods", [("resnet50",), ("gan", "resnet50"), ("vae",)], ids="+".join)
 def test_method_subsets_render(tmp_path, methods):
+    from wormflow.methods import get
+
     out = _run_report(tmp_path, methods=methods, gallery_size=3)
     assert out.data["methods"] == list(methods)
     assert [r["method"] for r in out.data["summary"]["rows"]] == list(methods)
-    for m, label in rpt.METHOD_LABELS.items():
-        if m != rpt.BASELINE:
-            assert (label in out.html) == (m in methods), m
-    expected_mask = "vae" if "vae" in methods else "gan" if "gan" in methods else ""
-    assert out.data["galleries"]["mask_from"] == expected_mask
+    for m in ("vae", "gan", "resnet50"):
+        assert (get(m).label in out.html) == (m in methods), m
     ok = out.data["batches"][0]
-    assert set(ok["flagged"]) == set(methods)
-    if len(methods) == 1:
-        assert ok["agreement"]["all"] is None
-    assert out.html.count('<td class="none"') > 0 or {"vae", "gan"} <= set(methods)
+    assert set(ok["flagged"]) == {*methods, "dark_pixels"}
     assert "<img src=x" not in out.html
 
 
@@ -230,29 +233,30 @@ def test_method_subsets_render(tmp_path, methods):
 
 
 def test_visible_and_json_clean():
-    assert rpt.visible("a\u202eb\nc\x00") == "a\\u202eb\\u000ac\\u0000"
-    assert rpt.visible("wörm 🪱 'q'") == "wörm 🪱 'q'"
-    assert rpt.json_clean({"a": float("nan"), "b": [np.float32(1.5), np.int8(2), np.bool_(True)], 3: np.array([np.inf])}) == {
+    assert render.visible("a\u202eb\nc\x00") == "a\\u202eb\\u000ac\\u0000"
+    assert render.visible("wörm 🪱 'q'") == "wörm 🪱 'q'"
+    assert render.json_clean({"a": float("nan"), "b": [np.float32(1.5), np.int8(2), np.bool_(True)], 3: np.array([np.inf])}) == {
         "a": None,
         "b": [1.5, 2, True],
         "3": [None],
     }
-    assert rpt.fmt(float("nan")) == "–" and rpt.fmt(0.12345) == "0.123" and rpt.fmt_pct(0.5) == "50.0%"
+    assert render.fmt(float("nan")) == "–" and render.fmt(0.12345) == "0.123" and render.fmt_pct(0.5) == "50.0%"
 
 
 def test_agreement():
     preds = {"a": np.array([1, 0, 1, np.nan]), "b": np.array([1, 1, 1, 0]), "c": np.array([1, 0, 0, 0])}
-    out = rpt.agreement(preds)
+    out = agreement(preds)
     assert out["n"] == 3 and out["all"] == pytest.approx(1 / 3)
     assert out["pairs"] == pytest.approx({"a-b": 2 / 3, "a-c": 2 / 3, "b-c": 1 / 3})
-    assert rpt.agreement({"a": np.array([1.0])})["all"] is None
+    assert agreement({"a": np.array([1.0])})["all"] is None
 
 
 def test_select_gallery_orders_misses_by_wrongness():
-    sf = rpt.ScoreFile("x", [f"i{k}" for k in range(6)], np.array([0, 0, 1, 1, 0, 1]), {})
+    sf = ScoreFile("x", [f"i{k}" for k in range(6)], np.array([0, 0, 1, 1, 0, 1]), {})
     sf.score["m"] = np.array([0.9, 0.6, 0.1, 0.45, 0.2, 0.8])
     sf.pred["m"] = (sf.score["m"] >= 0.5).astype(float)
-    picks = rpt.select_gallery(sf, "m", 0.5, 10)
+    sf.threshold["m"] = 0.5
+    picks = select(sf, "m", 10)
     assert picks["misses"] == [0, 2, 1, 3]  # margins 0.4, 0.4 (tie: by id), 0.1, 0.05
     assert picks["hits"] == [5, 4]  # classes alternate (wormed first), most confident first
 

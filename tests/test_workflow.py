@@ -12,7 +12,7 @@ Protected models: ``model.pt`` is ``protected()`` (made read-only after
 training).  When a change requires retraining, Snakemake checks every job it
 must run for write-protected existing outputs while it builds the DAG, dry
 runs included, and stops with ``ProtectedOutputException`` ("Write-protected
-output files for rule train_vae") before anything runs.  Its test is
+output files for rule train") before anything runs.  Its test is
 ``os.access(path, W_OK)``, which is always true for root: run by root, the
 read-only model is simply deleted, retrained and protected again.  The
 retraining tests check both: as the user running them, and (when that is
@@ -43,12 +43,14 @@ from workflow_helpers import BBBC010_CONFIG, DEMO_TINY, TINY, dry_run_jobs, run_
 
 import wormflow
 from wormflow import report as rpt
-from wormflow.artifact import load_artifact
+from wormflow.artifact import Artifact
 from wormflow.config import load_config
+from wormflow.methods import get as get_method
 from wormflow.store import read_strings
 
 METHODS = ("vae", "gan", "resnet50")
 BASELINE = "dark_pixels"
+ALL = (*METHODS, BASELINE)
 RUN_TIMEOUT = 25 * 60  # seconds, per Snakemake run
 TEST_TIMEOUT = 2 * RUN_TIMEOUT  # the first test using a run fixture pays for the run (tests using one are marked slow)
 DEMO_CONFIGS = (TINY, DEMO_TINY)
@@ -56,9 +58,9 @@ REAL_CONFIGS = (BBBC010_CONFIG, TINY)
 # Two single-threaded scoring/training jobs at a time instead of one two-threaded one: these tiny
 # jobs spend most of their time starting Python and importing torch, which uses one core.
 # Threads are not a rerun trigger, so this changes nothing about what (re)runs.
-FAST = ("--set-threads", "score_shard=1", "train_vae=1", "train_gan=1", "train_resnet50=1")
-FINAL_RULES = {"gather", "evaluate", "ledger", "report", "all"}
-TRAIN_RULES = {f"train_{m}" for m in METHODS}
+FAST = ("--set-threads", "score_shard=1", "train=1")
+FINAL_RULES = {"gather", "summarize", "evaluate", "ledger", "report", "all"}
+TRAIN_RULES = {"train"}
 CHUNKED = ("features", "recon", "error_map", "colour_mask")
 WRITE_BITS = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
 MODEL = "results/models/{}/seed0/model.pt"
@@ -112,9 +114,10 @@ def test_dry_run_demo_default_config(tmp_path):
     """``config.yaml`` alone (what `snakemake --profile profiles/local` runs): the demo set, then everything."""
     jobs = dry_run_jobs(tmp_path / "run", configfiles=())
     assert jobs.get("demo_data") == 1
-    assert {m: jobs.get(f"train_{m}") for m in METHODS} == dict.fromkeys(METHODS, 1)
+    assert jobs.get("train") == len(ALL)  # one model per method (the floor too: it fits its threshold)
     assert jobs.get("manifest", 0) >= 1
     assert jobs.get("gather") == 2  # the two demo batches (the test split's gather appears after its manifest)
+    assert jobs.get("summarize") == 2
     assert all(jobs.get(r) == 1 for r in ("evaluate", "ledger", "report", "all")), jobs
     # decode and score jobs are known only once the manifest checkpoints have run
     assert set(jobs) == {"demo_data", "manifest", *TRAIN_RULES, *FINAL_RULES}, jobs
@@ -127,7 +130,7 @@ def test_dry_run_real_data(tmp_path, bbbc010):
     batches = sorted(p.name for p in (bbbc010 / "batches").iterdir() if p.is_dir())
     assert len(batches) == 3
     assert "demo_data" not in jobs
-    assert {m: jobs.get(f"train_{m}") for m in METHODS} == dict.fromkeys(METHODS, 1)
+    assert jobs.get("train") == len(ALL)
     assert jobs.get("gather") == len(batches)  # the batches were found through ../shared/data/bbbc010
     assert all(jobs.get(r) == 1 for r in ("evaluate", "ledger", "report", "all")), jobs
     assert set(jobs) == {"manifest", *TRAIN_RULES, *FINAL_RULES}, jobs
@@ -157,27 +160,28 @@ def test_demo_final_outputs(demo):
         assert (r / rel).is_file() and (r / rel).stat().st_size > 0, rel
     for batch in demo.config["demo"]["batches"]:
         assert (r / "batches" / batch / "scores.h5").is_file(), batch
-    for m in METHODS:
+    for m in ALL:
         d = r / "models" / m / "seed0"
-        assert (d / "model.pt").stat().st_size > 0
+        assert (d / "model.pt").stat().st_size > 0 and (d / "model.json").stat().st_size > 0
         mode = (d / "model.pt").stat().st_mode
         assert not mode & WRITE_BITS, f"{m}/model.pt is writable ({stat.filemode(mode)}): protected() lost"
         with open(d / "history.csv", newline="") as fh:
             rows = list(csv.DictReader(fh))
-        assert rows and "epoch" in rows[0], (m, rows[:1])
+        assert (rows and "epoch" in rows[0]) if m != BASELINE else rows == [], (m, rows[:1])  # the floor has no epochs
         events = list((d / "tensorboard").glob("events.out.tfevents.*"))
         assert events and all(e.stat().st_size > 0 for e in events), m
         assert (r / "logs" / "train" / m / "seed0.log").is_file()
         assert (r / "benchmarks" / "train" / m / "seed0.tsv").is_file()
-    # score shards are temp(): gone once gathered
-    assert not list(r.glob("**/shards/*.seed*.h5"))
+    # the scoring jobs' indexes are temp(): gone once gathered; their score parts stay for reuse
+    assert not list(r.glob("**/shards/*.scores.json"))
+    assert len(list(r.glob("batches/*/shards/*.parts/*.h5"))) == len(ALL) * 3  # demo-batch-1: 2 shards, -2: 1
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(TEST_TIMEOUT)
 def test_demo_batch_scores_h5(demo):
     cfg = demo.config
-    sizes = {m: cfg["methods"][m]["image_size"] for m in METHODS}
+    sizes = {m: cfg["methods"][m]["image_size"] for m in ALL}
     batches = sorted(cfg["demo"]["batches"])
     assert batches == sorted(p.name for p in (demo.results / "demo" / "batches").iterdir() if p.is_dir())
     for batch in batches:
@@ -195,8 +199,8 @@ def test_demo_batch_scores_h5(demo):
             paths = read_strings(f["images/paths"])
             assert all((demo.workdir / p).resolve() == (src / i).resolve() for i, p in zip(ids, paths))
             assert set(f["images/labels"][()].tolist()) <= {-1}  # batches are unlabeled
-            assert sorted(f.attrs["methods"].tolist()) == sorted(METHODS)
-            for m in METHODS:
+            assert f.attrs["methods"].tolist() == list(ALL)
+            for m in ALL:
                 check_method_group(f[m], m, n, ids, paths, sizes[m], demo.results, cfg)
 
 
@@ -231,11 +235,11 @@ def check_method_group(g: h5py.Group, method: str, n: int, ids: list[str], paths
             assert g[name].chunks is not None, f"{where}/{name} is not chunked"
             assert g[name].compression == cfg["hdf5"]["compression"], f"{where}/{name}: {g[name].compression}"
     model = results / "models" / method / "seed0" / "model.pt"
-    artifact = load_artifact(model)
+    artifact = Artifact.load(model)
     assert g.attrs["method"] == method
     assert g.attrs["checkpoint_sha256"] == sha256(model), where
-    assert threshold == artifact["threshold"], where
-    assert g.attrs["config_hash"] == artifact["config_hash"], where
+    assert threshold == artifact.threshold, where
+    assert g.attrs["config_hash"] == artifact.config_hash, where
     assert g.attrs["package_version"] == wormflow.__version__, where
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", g.attrs["created_utc"]), where
 
@@ -244,7 +248,7 @@ def check_method_group(g: h5py.Group, method: str, n: int, ids: list[str], paths
 @pytest.mark.timeout(TEST_TIMEOUT)
 def test_demo_shards_concatenate_in_order(demo, tmp_path):
     """demo-batch-1 (8 images, shard_size 6) has two shards; the batch file holds shard 0's rows, then shard 1's."""
-    from wormflow.pipeline import score_shard_step
+    from wormflow.pipeline import read_score_index, score_shard_step
 
     cfg = demo.config
     coll = demo.results / "batches" / "demo-batch-1"
@@ -262,16 +266,17 @@ def test_demo_shards_concatenate_in_order(demo, tmp_path):
     # rescore each shard with the VAE, exactly as the score_shard job does, and find its rows in the batch file
     rescored = []
     for k, p in enumerate(stores):
-        out = tmp_path / f"{k}.vae.h5"
+        index = tmp_path / f"{k}.scores.json"
         score_shard_step(
             str(p),
-            str(demo.results / "models" / "vae" / "seed0" / "model.pt"),
-            str(out),
+            {"vae": {0: str(demo.results / "models" / "vae" / "seed0" / "model.pt")}},
+            str(index),
             batch_size=cfg["scoring"]["batch_size"],
             shard_size=cfg["shard_size"],
             hdf5=cfg["hdf5"],
         )
-        with h5py.File(out, "r") as f:
+        (part,) = read_score_index(str(index))
+        with h5py.File(part.path, "r") as f:
             rescored.append({"ids": read_strings(f["ids"]), "score": f["score"][()], "recon": f["recon"][()]})
     with h5py.File(coll / "scores.h5", "r") as f:
         assert read_strings(f["images/ids"]) == shard_ids[0] + shard_ids[1]
@@ -280,7 +285,7 @@ def test_demo_shards_concatenate_in_order(demo, tmp_path):
         np.testing.assert_allclose(f["vae/score"][()], np.concatenate([r["score"] for r in rescored]), atol=1e-4)
         recon = f["vae/recon"][()].astype(int)
         assert np.abs(recon - np.concatenate([r["recon"] for r in rescored]).astype(int)).max() <= 1
-        for m in METHODS:  # every method's columns span both shards
+        for m in ALL:  # every method's columns span both shards
             assert f[m]["score"].shape[0] == n_images
 
 
@@ -327,7 +332,7 @@ def _summary_cells(html: str) -> dict[str, list[str]]:
     for tr in re.findall(r"<tr\b.*?</tr>", body, flags=re.S):
         cells = [re.sub(r"<[^>]+>", " ", c) for c in re.findall(r"<td\b[^>]*>(.*?)</td>", tr, flags=re.S)]
         cells = [" ".join(c.split()) for c in cells]
-        label = next(lbl for lbl in rpt.METHOD_LABELS.values() if cells[0].startswith(lbl))
+        label = next(get_method(m).label for m in ALL if cells[0].startswith(get_method(m).label))
         rows[label] = cells
     return rows
 
@@ -340,12 +345,11 @@ def test_report_numbers_equal_metrics(demo):
     metrics = json.loads((demo.results / "eval" / "metrics.json").read_text())["methods"]
     data = json.loads((demo.results / "report.json").read_text())
     assert set(metrics) == {*METHODS, BASELINE}
-    rows = {r["method"]: r for r in data["summary"]["rows"]}
-    rows[BASELINE] = data["summary"]["baseline"]
+    rows = {r["method"]: r for r in data["summary"]["rows"] + data["summary"]["floors"]}
     assert set(rows) == set(metrics)
     html = (demo.results / "report.html").read_text(encoding="utf-8")
     cells = _summary_cells(html)
-    assert set(cells) == {rpt.method_label(n) for n in metrics}
+    assert set(cells) == {get_method(n).label for n in metrics}
     # summary columns: method, F1, AUROC, AP, precision, recall, threshold, ...
     columns = ("f1", "auroc", "average_precision", "precision", "recall")
     for name, block in metrics.items():
@@ -354,7 +358,7 @@ def test_report_numbers_equal_metrics(demo):
         for k in (*columns, "accuracy"):
             assert row["metrics"][k] == block["metrics"][k], (name, k)
             assert row["intervals"][k] == block["intervals"][k], (name, k)
-        shown = cells[rpt.method_label(name)]
+        shown = cells[get_method(name).label]
         for col, k in enumerate(columns, start=1):
             value, (lo, hi) = block["metrics"][k], block["intervals"][k]
             assert shown[col] == f"{value:.3f} [{lo:.3f}, {hi:.3f}]", (name, k, shown[col])
@@ -373,9 +377,8 @@ def test_report_numbers_equal_metrics(demo):
     assert [b["batch"] for b in data["batches"]] == sorted(demo.config["demo"]["batches"])
     assert all(b["n_files"] == demo.config["demo"]["batches"][b["batch"]] for b in data["batches"])
     models = {m["method"]: m for m in data["provenance"]["models"]}
-    for m in METHODS:
+    for m in ALL:
         assert models[m]["checkpoint_sha256"] == sha256(demo.results / "models" / m / "seed0" / "model.pt")
-        assert models[m]["checkpoint_matches"] is True
 
 
 @pytest.mark.browser
@@ -438,7 +441,7 @@ def assert_refused_for_vae(proc: subprocess.CompletedProcess) -> None:
     """Refused while building the DAG, naming the VAE's protected model (and no other model)."""
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-3000:]
-    assert "ProtectedOutputException" in out and "Write-protected output files for rule train_vae" in out, out[-3000:]
+    assert "ProtectedOutputException" in out and "Write-protected output files for rule train" in out, out[-3000:]
     assert MODEL.format("vae") in out, out[-3000:]
     assert MODEL.format("gan") not in out and MODEL.format("resnet50") not in out, out[-3000:]
     assert "Finished job" not in out  # nothing ran
@@ -454,8 +457,7 @@ def test_changed_lr_retrains_only_that_method(demo, tmp_path):
         # root may write read-only files, so Snakemake does not see model.pt as protected and plans to retrain it
         proc = run_snakemake(demo.workdir, "-n", "--quiet", "rules", configfiles=configs)
         jobs = job_counts(proc.stdout + proc.stderr)
-        assert jobs.get("train_vae") == 1, jobs
-        assert not {"train_gan", "train_resnet50"} & set(jobs), jobs
+        assert jobs.get("train") == 1, jobs
         assert "decode_shard" not in jobs and "manifest" not in jobs, jobs
         # every method's shards are rescored for the gathers (score shards are temp(), deleted once gathered)
         assert jobs.get("gather") == 1 + len(demo.config["demo"]["batches"]), jobs
@@ -481,9 +483,9 @@ def test_protected_model_in_a_real_retraining_run(demo, tmp_path):
     # as root the read-only model is deleted, retrained and protected again; the other models stay
     proc = run_snakemake(workdir, *FAST, "--", MODEL.format("vae"), configfiles=configs, timeout=RUN_TIMEOUT)
     jobs = job_counts(proc.stdout + proc.stderr)
-    assert jobs.get("train_vae") == 1 and not {"train_gan", "train_resnet50"} & set(jobs), jobs
+    assert jobs.get("train") == 1, jobs
     assert sha256(models["vae"]) != before["vae"][0]
-    assert load_artifact(models["vae"])["config"]["lr"] == 1.0e-4
+    assert Artifact.load(models["vae"]).config["lr"] == 1.0e-4
     assert not models["vae"].stat().st_mode & WRITE_BITS
     for m in ("gan", "resnet50"):
         assert (sha256(models[m]), models[m].stat().st_mtime_ns) == before[m], m
@@ -526,7 +528,7 @@ def test_real_data_end_to_end(real):
     with h5py.File(r / "labeled" / "test" / "scores.h5", "r") as f:
         assert len(read_strings(f["images/ids"])) == len(files_below(real.data / "labeled" / "test"))
     metrics = json.loads((r / "eval" / "metrics.json").read_text())
-    assert set(metrics["methods"]) == {*METHODS, BASELINE}
+    assert set(metrics["methods"]) == set(ALL)
     for name, block in metrics["methods"].items():
         for k in ("f1", "auroc"):
             assert block["metrics"][k] is not None and math.isfinite(block["metrics"][k]), (name, k)

@@ -231,9 +231,19 @@ def rules(tmp_path_factory) -> dict[str, dict]:
 
 
 def test_rules_present(rules):
-    expected = {"all", "demo_data", "manifest", "decode_shard", "score_shard", "gather", "evaluate", "ledger", "report"}
-    expected |= {f"train_{m}" for m in ("vae", "gan", "resnet50")}
-    assert set(rules) == expected
+    expected = {
+        "all",
+        "demo_data",
+        "manifest",
+        "decode_shard",
+        "train",
+        "score_shard",
+        "gather",
+        "summarize",
+        "evaluate",
+        "ledger",
+    }
+    assert set(rules) == expected | {"report"}
     assert rules["manifest"]["is_checkpoint"]
 
 
@@ -247,8 +257,7 @@ def test_every_rule_has_a_log(rules):
 
 
 def test_training_and_scoring_rules_have_benchmarks(rules):
-    heavy = [n for n in rules if n.startswith("train_")] + ["score_shard", "decode_shard", "gather"]
-    assert len(heavy) == 6
+    heavy = ["train", "score_shard", "decode_shard", "gather"]
     for name in heavy:
         assert rules[name]["benchmark"], f"rule {name} has no benchmark:"
         assert rules[name]["benchmark"].startswith("results/benchmarks/")
@@ -258,11 +267,10 @@ def test_rules_use_standard_resource_names(rules):
     for name, rule in rules.items():
         extra = set(rule["resources"]) - STANDARD_RESOURCES - IMPLICIT_RESOURCES
         assert not extra, f"rule {name} uses non-standard resources {sorted(extra)} (use gpu, mem_mb, runtime, threads)"
-    for name in ("train_vae", "train_gan", "train_resnet50", "score_shard"):
+    for name in ("train", "score_shard"):
         assert {"gpu", "mem_mb", "runtime"} <= set(rules[name]["resources"]), name
 
 
 def test_models_are_protected(rules):
-    for method in ("vae", "gan", "resnet50"):
-        rule = rules[f"train_{method}"]
-        assert [Path(p).name for p in rule["protected"]] == ["model.pt"], rule
+    rule = rules["train"]
+    assert [Path(p).name for p in rule["protected"]] == ["model.pt"], rule

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import METHODS, __version__
+from . import __version__
 
 log = logging.getLogger("wormflow")
 
@@ -52,14 +52,16 @@ def _decode_collection(root: str, work: Path, *, labeled: bool, sizes: list[int]
 
 
 def cmd_train(args) -> int:
-    from .train import load_split, train
+    from .data import load_split
+    from .train import train
 
     config = _config(args)
+    if args.method not in config["methods"]:
+        raise ValueError(f"method {args.method!r} has no section in the configuration (methods: {', '.join(config['methods'])})")
     cfg = dict(config["methods"][args.method])
-    if args.epochs is not None:
-        cfg["epochs"] = args.epochs
-        if args.method == "gan":
-            cfg["encoder_epochs"] = args.epochs
+    for key in ("epochs", "encoder_epochs"):  # --epochs: every epoch count of the method's section
+        if args.epochs is not None and key in cfg:
+            cfg[key] = args.epochs
     size = cfg["image_size"]
     out = Path(args.out)
     work = out / "stores"
@@ -78,39 +80,40 @@ def cmd_train(args) -> int:
         num_workers=config["training"]["num_workers"],
         tensorboard=config["training"]["tensorboard"],
     )
-    print(json.dumps({k: artifact[k] for k in ("method", "threshold", "threshold_rule", "dev_f1", "epochs_run", "weights_init")}))
+    summary = artifact.summary()
+    print(json.dumps({k: summary[k] for k in ("method", "threshold", "threshold_rule", "dev_f1", "epochs_run", "weights_init")}))
     return 0
 
 
 def cmd_score(args) -> int:
+    from .artifact import Artifact
     from .pipeline import gather_step, score_shard_step
-    from .train import load_artifact
 
     config = _config(args)
-    artifact = load_artifact(args.model)
-    method = artifact["method"]
-    size = artifact["config"]["image_size"]
+    artifact = Artifact.load(args.model)
+    method, size = artifact.method, int(artifact.config["image_size"])
     with tempfile.TemporaryDirectory(prefix="wormflow-score-") as tmp:
         work = Path(tmp)
         manifest, stores = _decode_collection(args.images, work, labeled=False, sizes=[size], config=config)
-        scores = []
+        indexes = []
         for k, store in enumerate(stores):
-            out = work / f"{k}.{method}.h5"
+            index = work / f"{k}.scores.json"
             score_shard_step(
                 store,
-                args.model,
-                str(out),
+                {method: {artifact.seed: args.model}},
+                str(index),
                 batch_size=args.batch_size or config["scoring"]["batch_size"],
                 device=args.device or config["scoring"]["device"],
                 shard_size=config["shard_size"],
                 hdf5=config["hdf5"],
             )
-            scores.append(str(out))
+            indexes.append(str(index))
         result = gather_step(
             manifest,
             stores,
-            {method: scores},
+            indexes,
             args.out,
+            methods=[method],
             shard_size=config["shard_size"],
             hdf5=config["hdf5"],
             batch=Path(args.images).name,
@@ -122,25 +125,23 @@ def cmd_score(args) -> int:
 def cmd_evaluate(args) -> int:
     import numpy as np
 
+    from .artifact import Artifact
+    from .data import load_split
     from .evaluate import evaluate_scores
-    from .train import load_artifact, scorer_from_artifact
+    from .scoring import batches
 
     config = _config(args)
-    artifact = load_artifact(args.model)
-    size = artifact["config"]["image_size"]
-    from .train import load_split
-
+    artifact = Artifact.load(args.model)
+    size = int(artifact.config["image_size"])
     with tempfile.TemporaryDirectory(prefix="wormflow-eval-") as tmp:
         _, stores = _decode_collection(str(Path(args.labeled) / args.split), Path(tmp), labeled=True, sizes=[size], config=config)
         data = load_split(stores, size)
-    scorer = scorer_from_artifact(artifact, args.device or config["scoring"]["device"])
-    batch = config["scoring"]["batch_size"]
-    scores = np.concatenate(
-        [scorer(data.images[i : i + batch]).score for i in range(0, len(data.labels), batch)] or [np.zeros(0)]
-    )
-    block = evaluate_scores(scores, data.labels, artifact["threshold"], n_boot=config["evaluation"]["n_boot"])
+    scorer = artifact.scorer(args.device or config["scoring"]["device"])
+    scores = [scorer(b).score for b in batches(data.images, config["scoring"]["batch_size"])]
+    scores = np.concatenate(scores) if scores else np.zeros(0)
+    block = evaluate_scores(scores, data.labels, artifact.threshold, n_boot=config["evaluation"]["n_boot"])
     block.pop("curves")
-    summary = {"method": artifact["method"], "split": args.split, "n": int(len(data.labels)), **block}
+    summary = {"method": artifact.method, "split": args.split, "n": int(len(data.labels)), **block}
     text = json.dumps(summary, indent=1)
     if args.out:
         from .atomic import atomic_write_text
@@ -173,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", help="auto, cpu or cuda (default: from the config)")
 
     t = sub.add_parser("train", help="train one method on an ImageFolder root (train/ and dev/ splits)")
-    t.add_argument("--method", choices=METHODS, required=True)
+    t.add_argument("--method", required=True, help="a method of the configuration (vae, gan, resnet50, dark_pixels, ...)")
     t.add_argument("--labeled", required=True, help="root with train/ and dev/, each with no_wormed/ and wormed/")
     t.add_argument("--out", required=True, help="output directory: model.pt, history.csv, tensorboard/")
     t.add_argument("--seed", type=int, default=0)

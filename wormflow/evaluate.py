@@ -145,121 +145,100 @@ def evaluate_scores(
 
 # --------------------------------------------------------------------------- the workflow step
 
-METHOD_LABELS = {
-    "vae": "VAE + colour heuristic",
-    "gan": "DCGAN + f-AnoGAN encoder",
-    "resnet50": "ResNet-50 + focal loss",
-}
+
+def method_display(name: str) -> dict:
+    """How the report shows a method (from its module): label, colour, floor or not, gallery maps."""
+    from .methods import get
+
+    m = get(name)
+    return {
+        "label": m.label,
+        "short": m.short or m.name,
+        "colour": m.colour,
+        "baseline": m.baseline,
+        "gallery": [[g.name, g.title, g.kind] for g in m.gallery],
+    }
 
 
-def _read_seed_scores(paths: list[str]) -> tuple[list[str], np.ndarray]:
-    from .store import open_complete, read_strings
+def _method_block(method: str, test, model_paths: dict, n_boot: int) -> dict:
+    """Metrics of one method on the gathered test scores (all seeds), with its model's provenance."""
+    from .artifact import read_sidecar
+    from .methods import spec
 
-    ids: list[str] = []
-    scores: list[np.ndarray] = []
-    for p in paths:
-        with open_complete(p, "wormflow-scores") as f:
-            ids += read_strings(f["ids"])
-            scores.append(f["score"][()])
-    return ids, (np.concatenate(scores).astype(np.float64) if scores else np.zeros(0))
-
-
-def _store_images(paths: list[str], size: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-    from .store import ImageStore
-
-    ids, labels, images = [], [], []
-    for p in paths:
-        s = ImageStore.open(p)
-        ids += s.ids
-        labels.append(s.labels)
-        images.append(s.images(size))
-    if not images:
-        return [], np.zeros(0, int), np.zeros((0, size, size, 3), np.uint8)
-    return ids, np.concatenate(labels).astype(int), np.concatenate(images)
-
-
-def _method_block(method: str, seed_paths: dict, model_paths: dict, test_ids, test_labels, n_boot: int) -> dict:
-    from .artifact import load_artifact
-    from .inventory import sha256_file as file_sha256
-
-    label_of = dict(zip(test_ids, test_labels))
-    seeds = list(seed_paths)
-    runs = []
-    for s in seeds:
-        ids, scores = _read_seed_scores(seed_paths[s])
-        art = load_artifact(model_paths[s])
-        runs.append((ids, scores, art))
-    ids, scores, art = runs[0]
-    labels = np.array([label_of[i] for i in ids], dtype=int)
-    seed_scores = [(r[1], float(r[2]["threshold"])) for r in runs] if len(runs) > 1 else None
-    block = evaluate_scores(scores, labels, float(art["threshold"]), n_boot=n_boot, seed_scores=seed_scores)
+    labels = test.labels.astype(int)
+    scores = test.score[method]
+    threshold = test.threshold[method]
+    seed_scores = None
+    if method in test.seed_scores:
+        values, thresholds = test.seed_scores[method]
+        seed_scores = [(values[:, j].astype(np.float64), thresholds[j]) for j in range(values.shape[1])]
+    block = evaluate_scores(scores, labels, threshold, n_boot=n_boot, seed_scores=seed_scores)
+    seeds = list(model_paths)
+    model = {k: v for k, v in (read_sidecar(model_paths[seeds[0]]) or {}).items() if k not in ("dev_scores", "dev_labels")}
+    display = method_display(method)
     block.update(
-        label=METHOD_LABELS[method],
-        seeds=[int(s) for s in seeds],
-        threshold_rule=art["threshold_rule"],
-        dev_f1=art["dev_f1"],
-        weights_init=art["weights_init"],
-        checkpoint_sha256=file_sha256(model_paths[seeds[0]]),
-        train_time_s=art["train_time_s"],
-        epochs_run=art["epochs_run"],
-        device=art["device"],
-        config_hash=art["config_hash"],
-        ids=ids,
+        display=display,
+        baseline=display["baseline"],
+        label=display["label"],
+        seeds=[int(s) for s in seeds] if spec(method).seeded else [],
+        threshold_rule=test.method_attrs[method].get("threshold_rule", model.get("threshold_rule", "")),
+        dev_f1=model.get("dev_f1"),
+        weights_init=test.method_attrs[method].get("weights_init", model.get("weights_init")),
+        checkpoint_sha256=test.method_attrs[method].get("checkpoint_sha256"),
+        train_time_s=model.get("train_time_s"),
+        epochs_run=model.get("epochs_run"),
+        device=model.get("device"),
+        config_hash=test.method_attrs[method].get("config_hash", model.get("config_hash")),
+        model={"path": str(model_paths[seeds[0]]), **model},
+        ids=list(test.ids),
         scores=[round(float(v), 6) for v in scores],
         labels=labels.tolist(),
     )
     return block
 
 
-def _baseline_block(dev_stores, test_stores, size: int, level: float, n_boot: int) -> dict:
-    from .baseline import LABEL, dark_share
-    from .decision import choose_threshold
-
-    _, dev_labels, dev_images = _store_images(dev_stores, size)
-    ids, test_labels, test_images = _store_images(test_stores, size)
-    choice = choose_threshold(dark_share(dev_images, level), dev_labels)
-    scores = dark_share(test_images, level)
-    block = evaluate_scores(scores, test_labels, choice.threshold, n_boot=n_boot)
-    block.update(label=LABEL, seeds=[], threshold_rule=choice.rule, dev_f1=choice.dev_f1, baseline=True, dark_level=level)
-    return block
-
-
 def evaluate_step(
-    seed_score_map: dict,
-    model_map: dict,
-    dev_stores: list[str],
+    test_scores: str,
+    model_paths: dict[str, dict],
     test_stores: list[str],
     evaluation: dict,
     published: dict,
+    gallery_size: int,
     out_json: str,
     out_csv: str,
+    out_gallery: str,
 ) -> dict:
-    """Evaluate every method (all seeds) and the baseline on the test split; write JSON and CSV."""
+    """Evaluate every method (all seeds; the floor among them) on the gathered test scores.
+
+    Writes ``metrics.json`` (numbers, curves, display and provenance of each method: what the
+    report shows), ``metrics.csv`` and ``gallery.h5`` (the misses and hits the report shows, with
+    their images and maps).
+    """
     import csv
     import io
     import json
 
     from . import __version__
     from .atomic import atomic_write_text
-    from .baseline import NAME as BASELINE
+    from .gallery import write_gallery
+    from .scorefile import read_score_file
     from .store import utc_now
 
-    test_ids, test_labels, _ = _store_images(test_stores, evaluation["baseline_image_size"])
+    test = read_score_file(test_scores, list(model_paths))
     n_boot = evaluation["n_boot"]
-    methods = {m: _method_block(m, seed_score_map[m], model_map[m], test_ids, test_labels, n_boot) for m in seed_score_map}
+    methods = {m: _method_block(m, test, model_paths[m], n_boot) for m in model_paths if m in test.score}
     for m, block in methods.items():
         block["published_f1"] = published.get(m)
-    methods[BASELINE] = _baseline_block(
-        dev_stores, test_stores, evaluation["baseline_image_size"], evaluation["baseline_dark_level"], n_boot
-    )
     result = {
         "generated_utc": utc_now(),
         "package_version": __version__,
-        "n_test": len(test_ids),
+        "n_test": len(test.ids),
         "n_boot": n_boot,
         "published_f1": published,
         "methods": methods,
+        "test_quarantine": test.quarantine,
     }
+    write_gallery(out_gallery, test, test_stores, {m: b["display"] for m, b in methods.items()}, gallery_size)
     atomic_write_text(out_json, json.dumps(result, indent=1, allow_nan=True))
     buf = io.StringIO()
     w = csv.writer(buf)

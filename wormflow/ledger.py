@@ -1,101 +1,223 @@
-"""The batch ledger, ``results/batches.tsv``: one row per imaging batch.
+"""The batch ledger: what happened to every imaging batch, computed once, shown every morning.
 
-Per batch: files found, scored and quarantined; per method the flagged
-share (images predicted ``wormed``), score quantiles and the drift of the
-batch's score distribution against the dev split's (two-sample
-Kolmogorov–Smirnov statistic; the dev scores travel in each model
-artifact), marked when above ``drift.ks_max``; and the processing time
-(the sum of the batch's decode, score and gather jobs from Snakemake's
-``benchmark:`` files).  Batch directories whose names cannot be used are
-listed with status ``rejected``.
+Two steps own every per-batch statistic (the report only displays them):
+
+* :func:`summarize_batch_step` — once per batch, after its gather: ``batches/<b>/summary.json``
+  with the batch's row (files found, scored and quarantined; per method the flagged share,
+  score quantiles and the drift of the score distribution against the dev split's — two-sample
+  Kolmogorov–Smirnov, the dev scores travel in each model's sidecar — marked above
+  ``drift.ks_max``; the methods' agreement; the processing time from Snakemake's benchmark
+  files), its quarantine list and the per-stage job times.
+* :func:`ledger_step` — every run: ``batches.tsv`` (one row per batch, for people and
+  spreadsheets) and ``ledger.json`` (rows, quarantine lists, rejected directories, job-time
+  summary: what the report reads) from the summaries, plus the directories that are not usable
+  batches (status ``rejected``).
 """
 
 from __future__ import annotations
 
 import csv
-import glob
 import io
-import os
+import json
+import statistics
+from collections.abc import Mapping, Sequence
+from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import ks_2samp
 
+from . import paths
+from .artifact import read_sidecar
 from .atomic import atomic_write_text
 from .inventory import Manifest
-from .store import open_complete
+from .scorefile import read_score_file
+from .store import utc_now
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+SCORED_STAGES = ("decode_shard", "score_shard", "gather")
 
 
-def benchmark_seconds(bench_root: str, batch: str) -> float:
-    """Sum of wall-clock seconds in the batch's benchmark files (decode, score, gather)."""
-    total = 0.0
-    pattern = os.path.join(glob.escape(bench_root), "*", "batches", glob.escape(batch), "**", "*.tsv")
-    files = glob.glob(pattern, recursive=True)
-    files += glob.glob(os.path.join(glob.escape(bench_root), "gather", "batches", glob.escape(batch) + ".tsv"))
-    for path in sorted(set(files)):
-        with open(path) as fh:
+def pair_key(a: str, b: str) -> str:
+    """The name of a method pair in the agreement columns (``vae-gan``)."""
+    return f"{a}-{b}"
+
+
+def agreement(preds: Mapping[str, np.ndarray]) -> dict:
+    """Share of images on which all methods agree, and every pair's agreement (images all methods scored)."""
+    names = list(preds)
+    if len(names) < 2:
+        return {"all": None, "pairs": {}, "n": 0}
+    stack = np.vstack([np.asarray(preds[m], dtype=np.float64) for m in names])
+    ok = np.isfinite(stack).all(axis=0)
+    n = int(ok.sum())
+    if n == 0:
+        return {"all": None, "pairs": {pair_key(a, b): None for a, b in combinations(names, 2)}, "n": 0}
+    s = stack[:, ok]
+    pairs = {pair_key(a, b): float((s[i] == s[j]).mean()) for (i, a), (j, b) in combinations(enumerate(names), 2)}
+    return {"all": float((s == s[0]).all(axis=0).mean()), "pairs": pairs, "n": n}
+
+
+def benchmark_seconds(path: str | Path) -> float | None:
+    """Wall-clock seconds of one Snakemake ``benchmark:`` file (None when missing or unreadable)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
             rows = list(csv.DictReader(fh, delimiter="\t"))
-        if rows:
-            total += float(rows[-1].get("s", 0) or 0)
-    return total
+        return float(rows[-1]["s"]) if rows else None
+    except (OSError, KeyError, ValueError, csv.Error):
+        return None
 
 
-def batch_row(
-    batch: str, scores_path: str, manifest_path: str, dev_scores: dict, methods: list[str], ks_max: float, bench_root: str
+def collection_job_seconds(coll: str, n_shards: int) -> dict[str, list[float]]:
+    """Seconds of each job of a collection, by rule (decode and score per shard, gather once)."""
+    files = {
+        "decode_shard": [paths.benchmark("decode_shard", coll, k) for k in range(n_shards)],
+        "score_shard": [paths.benchmark("score_shard", coll, k) for k in range(n_shards)],
+        "gather": [paths.benchmark("gather", coll)],
+    }
+    return {rule: [s for s in map(benchmark_seconds, fs) if s is not None] for rule, fs in files.items()}
+
+
+def _method_stats(scores: np.ndarray, pred: np.ndarray, dev: Sequence[float] | None, ks_max: float) -> dict:
+    scores, pred = scores[np.isfinite(scores)], pred[np.isfinite(pred)]
+    stats: dict = {
+        "flagged_share": float(pred.mean()) if len(pred) else None,
+        "quantiles": {f"q{int(q * 100):02d}": float(np.quantile(scores, q)) for q in QUANTILES} if len(scores) else {},
+        "ks": None,
+        "drift": False,
+    }
+    if dev is not None and len(scores) and len(dev):
+        stats["ks"] = float(ks_2samp(scores, np.asarray(dev, dtype=np.float64)).statistic)
+        stats["drift"] = stats["ks"] > ks_max
+    return stats
+
+
+def batch_status(n_files: int, n_scored: int, n_quarantined: int) -> str:
+    if n_scored + n_quarantined != n_files:
+        return "count mismatch"
+    if n_scored == 0:
+        return "empty" if n_files == 0 else "nothing scorable"
+    return "ok"
+
+
+def summarize_batch_step(
+    batch: str, scores_path: str, manifest_path: str, model_paths: Mapping[str, str], ks_max: float, out: str
 ) -> dict:
+    """Write ``summary.json`` of one gathered batch (see module doc); return it."""
     manifest = Manifest.read(manifest_path)
-    row: dict = {"batch": batch, "status": "ok", "n_files": len(manifest.entries)}
-    with open_complete(scores_path, "wormflow-batch") as f:
-        row["n_scored"] = int(f.attrs["n_scored"])
-        row["n_quarantined"] = int(f.attrs["n_quarantined"])
-        row["gathered_utc"] = str(f.attrs["created_utc"])
-        for m in methods:
-            _method_columns(row, m, f[m], dev_scores.get(m), ks_max)
-    if row["n_scored"] + row["n_quarantined"] != row["n_files"]:
-        row["status"] = "count mismatch"
-    elif row["n_scored"] == 0:
-        row["status"] = "empty" if row["n_files"] == 0 else "nothing scorable"
-    row["drift_flag"] = any(row.get(f"{m}_drift", False) for m in methods)
-    row["processing_s"] = round(benchmark_seconds(bench_root, batch), 2)
+    sf = read_score_file(scores_path, list(model_paths))
+    n_files, n_scored, n_quarantined = len(manifest.entries), len(sf.ids), len(sf.quarantine)
+    methods = {}
+    for m, model_path in model_paths.items():
+        dev = (read_sidecar(model_path) or {}).get("dev_scores")
+        threshold = sf.threshold[m] if np.isfinite(sf.threshold[m]) else None  # None: an empty batch has no scores
+        methods[m] = {**_method_stats(sf.score[m], sf.pred[m], dev, ks_max), "threshold": threshold}
+        methods[m]["checkpoint_sha256"] = sf.method_attrs[m].get("checkpoint_sha256")
+    jobs = collection_job_seconds(paths.batch_collection(batch), manifest.n_shards)
+    summary = {
+        "batch": batch,
+        "status": batch_status(n_files, n_scored, n_quarantined),
+        "n_files": n_files,
+        "n_scored": n_scored,
+        "n_quarantined": n_quarantined,
+        "n_shards": manifest.n_shards,
+        "gathered_utc": sf.attrs.get("created_utc", ""),
+        "summarized_utc": utc_now(),
+        "manifest_digest": sf.attrs.get("manifest_digest", ""),
+        "methods": methods,
+        "drift": any(s["drift"] for s in methods.values()),
+        "agreement": agreement({m: sf.pred[m] for m in model_paths}),
+        "processing_s": round(sum(sum(v) for v in jobs.values()), 2),
+        "jobs": jobs,
+        "quarantine": sf.quarantine,
+    }
+    atomic_write_text(out, json.dumps(summary, indent=1, allow_nan=False))
+    return summary
+
+
+# --------------------------------------------------------------------------- the ledger
+
+
+def _tsv_row(s: dict) -> dict:
+    row = {k: s.get(k, "") for k in ("batch", "status", "n_files", "n_scored", "n_quarantined")}
+    for m, st in s.get("methods", {}).items():
+        row[f"{m}_flagged_share"] = _round(st.get("flagged_share"), 4)
+        for q, v in st.get("quantiles", {}).items():
+            row[f"{m}_{q}"] = _round(v, 5)
+        row[f"{m}_ks"] = _round(st.get("ks"), 4)
+        row[f"{m}_drift"] = st.get("drift", False)
+    if "drift" in s:
+        row["drift_flag"] = s["drift"]
+    for k in ("processing_s", "gathered_utc"):
+        if k in s:
+            row[k] = s[k]
     return row
 
 
-def _method_columns(row: dict, method: str, grp, dev, ks_max: float) -> None:
-    scores = grp["score"][()].astype(np.float64)
-    pred = grp["pred"][()]
-    row[f"{method}_flagged_share"] = round(float(pred.mean()), 4) if len(pred) else float("nan")
-    for q in QUANTILES:
-        row[f"{method}_q{int(q * 100):02d}"] = round(float(np.quantile(scores, q)), 5) if len(scores) else float("nan")
-    if dev is not None and len(scores) and len(dev):
-        ks = float(ks_2samp(scores, np.asarray(dev, dtype=np.float64)).statistic)
-        row[f"{method}_ks"] = round(ks, 4)
-        row[f"{method}_drift"] = ks > ks_max
-    else:
-        row[f"{method}_ks"] = float("nan")
-        row[f"{method}_drift"] = False
+def _round(value, digits: int):
+    return "" if value is None else round(float(value), digits)
+
+
+def training_job_seconds(models: Mapping[str, Sequence[int]]) -> dict[str, list[float]]:
+    """Seconds of the training jobs, by method."""
+    out = {}
+    for method, seeds in models.items():
+        secs = [benchmark_seconds(paths.benchmark("train", method, f"seed{s}")) for s in seeds]
+        out[method] = [s for s in secs if s is not None]
+    return out
+
+
+def job_time_summary(summaries: Sequence[dict], test_jobs: Mapping[str, list[float]], n_test: int, training) -> list[dict]:
+    """Per stage: jobs, median / max / total seconds and images per second (over the collections it knows)."""
+    out = []
+    for method, secs in training.items():
+        if secs:
+            out.append(_stage_row("train", method, secs, None))
+    for stage in SCORED_STAGES:
+        secs, images = [], 0
+        for jobs, n in [*((s.get("jobs", {}), s.get("n_scored", 0)) for s in summaries), (test_jobs, n_test)]:
+            if jobs.get(stage):
+                secs += jobs[stage]
+                images += n
+        if secs:
+            out.append(_stage_row(stage, "", secs, images / sum(secs) if sum(secs) > 0 and images else None))
+    return out
+
+
+def _stage_row(stage: str, method: str, secs: list[float], rate: float | None) -> dict:
+    return {
+        "stage": stage,
+        "method": method,
+        "n_files": len(secs),
+        "median_s": statistics.median(secs),
+        "max_s": max(secs),
+        "total_s": sum(secs),
+        "images_per_s": rate,
+    }
 
 
 def ledger_step(
-    batches: list[str],
-    scores_paths: list[str],
-    manifest_paths: list[str],
-    model_paths: list[str],
-    methods: list[str],
-    rejected: list[str],
-    ks_max: float,
-    bench_root: str,
-    out: str,
-) -> list[dict]:
-    from .artifact import load_artifact
-
-    dev_scores = {}
-    for m, p in zip(methods, model_paths):
-        dev_scores[m] = load_artifact(p)["dev_scores"]
-    rows = [
-        batch_row(b, s, mf, dev_scores, methods, ks_max, bench_root) for b, s, mf in zip(batches, scores_paths, manifest_paths)
-    ]
-    rows += [{"batch": name, "status": "rejected: unusable directory name"} for name in rejected]
+    summary_paths: Sequence[str],
+    rejected: Sequence[tuple[str, str]],
+    models: Mapping[str, Sequence[int]],
+    test_manifest: str | None,
+    out_tsv: str,
+    out_json: str,
+) -> dict:
+    """Write ``batches.tsv`` and ``ledger.json`` from the batch summaries (sorted by batch name = date)."""
+    summaries = sorted((json.loads(Path(p).read_text()) for p in summary_paths), key=lambda s: s["batch"])
+    rejected_rows = [{"batch": name, "status": f"rejected: {reason}"} for name, reason in rejected]
+    test_jobs, n_test = {}, 0
+    if test_manifest and Path(test_manifest).is_file():
+        manifest = Manifest.read(test_manifest)
+        test_jobs, n_test = collection_job_seconds(paths.TEST, manifest.n_shards), len(manifest.candidates)
+    ledger = {
+        "generated_utc": utc_now(),
+        "batches": summaries,
+        "rejected": rejected_rows,
+        "job_times": job_time_summary(summaries, test_jobs, n_test, training_job_seconds(models)),
+    }
+    rows = [_tsv_row(s) for s in summaries] + rejected_rows
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
@@ -103,10 +225,11 @@ def ledger_step(
     w = csv.DictWriter(buf, fieldnames=keys or ["batch"], delimiter="\t", restval="")
     w.writeheader()
     w.writerows(rows)
-    atomic_write_text(out, buf.getvalue())
-    return rows
+    atomic_write_text(out_tsv, buf.getvalue())
+    atomic_write_text(out_json, json.dumps(ledger, indent=1, allow_nan=False))
+    return ledger
 
 
 def read_ledger(path: str) -> list[dict]:
-    with open(path) as fh:
+    with open(path, encoding="utf-8", newline="") as fh:
         return list(csv.DictReader(fh, delimiter="\t"))

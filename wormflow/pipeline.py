@@ -1,29 +1,29 @@
 """The workflow's steps as functions: manifest → decode shard → score shard → gather.
 
-The Snakemake scripts in ``scripts/`` are thin wrappers around these.
+The Snakemake scripts in ``scripts/`` are thin wrappers around these.  Data flow one way:
+a collection's manifest lists its files; each shard's images are decoded once into an image
+store; one scoring job per shard runs every model on that store (the store is read once per
+resolution, the models share the device) and writes one score *part* per (method, seed) plus an
+index; gather concatenates the stores and parts of a collection into its ``scores.h5``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import threading
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_text
+from .digest import code_digest, json_digest
 from .imageio import ImageLoadError, decode_image, resize_rgb
-from .inventory import Manifest, build_manifest
-from .inventory import sha256_file as file_sha256
-from .store import (
-    ImageStore,
-    ImageStoreWriter,
-    chunk_rows,
-    compression_kwargs,
-    gather_scores,
-    write_score_shard,
-)
+from .inventory import Manifest, build_manifest, sha256_file
+from .scorefile import ScorePart, gather_scores, read_part_ids, write_score_part
+from .store import ImageStore, ImageStoreWriter, IncompleteFileError, chunk_rows, compression_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -104,99 +104,163 @@ def decode_shard_step(
     return {"decoded": n_ok, "quarantined": len(entries) - n_ok}
 
 
-class _Prefetch:
-    """Read the next batch from HDF5 in a background thread while the model runs on the current one."""
+def prefetched(iterator: Iterable) -> Iterator:
+    """Iterate while the next item is read in a background thread (HDF5 inflate overlaps the model).
 
-    def __init__(self, iterator):
-        self._it = iter(iterator)
-        self._next = None
-        self._thread = None
-        self._start()
-
-    def _start(self):
-        def work():
-            self._next = next(self._it, None)
-
-        self._thread = threading.Thread(target=work, daemon=True)
-        self._thread.start()
-
-    def __iter__(self):
+    An exception raised while reading the next item is raised here, in the consumer, at the
+    point where that item would have been returned: a read error never ends a shard early.
+    """
+    it = iter(iterator)
+    done = object()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+        future = pool.submit(next, it, done)
         while True:
-            self._thread.join()
-            item = self._next
-            if item is None:
+            item = future.result()  # re-raises the reader's exception
+            if item is done:
                 return
-            self._start()
+            future = pool.submit(next, it, done)
             yield item
+
+
+# Package code whose change changes scores: a score part is reused only when this, the model file
+# and the shard's content are unchanged.
+SCORING_CODE = ("scoring.py", "colour.py", "decision.py", "transforms.py", "runtime.py", "methods")
+
+
+def scoring_code_digest() -> str:
+    pkg = Path(__file__).resolve().parent
+    files = [str(p.relative_to(pkg)) for p in sorted((pkg / "methods").glob("*")) if p.suffix in (".py", ".yaml")]
+    return code_digest([*(m for m in SCORING_CODE if m != "methods"), *files])
+
+
+def _part_name(method: str, seed: int) -> str:
+    return f"{method}.seed{seed}"
+
+
+def _reusable(part: Path, ids: list[str]) -> bool:
+    try:
+        return part.is_file() and read_part_ids(part) == ids
+    except (IncompleteFileError, OSError, KeyError):
+        return False
 
 
 def score_shard_step(
     store_path: str,
-    model_path: str,
-    out: str,
+    models: dict[str, dict[int, str]],
+    index_out: str,
     *,
     batch_size: int,
     device: str = "auto",
     shard_size: int,
     hdf5: dict | None = None,
 ) -> dict:
-    """Score one image store with one trained method and write the method's score shard."""
-    from .train import load_artifact, scorer_from_artifact  # torch: imported only by the jobs that need it
+    """Score one image store with every model (``{method: {seed: model.pt}}``) and write the shard's index.
 
-    artifact = load_artifact(model_path)
-    scorer = scorer_from_artifact(artifact, device)
+    Each (method, seed) becomes a score part in ``<shard>.parts/``, named by a key of the shard's
+    content, the model file's SHA-256 and the scoring code: a part whose key is unchanged (another
+    method was retrained, or a method was added) is reused, not recomputed.  The store is read
+    once per image resolution, for all models needing it.  Parts no longer listed are removed.
+    """
     store = ImageStore.open(store_path)
-    parts: dict[str, list[np.ndarray]] = {}
-    for images in _Prefetch(store.iter_images(scorer.image_size, batch_size)):
-        outputs = scorer(images)
-        for name in ("score", "pred", "features", "recon", "error_map", "colour_mask"):
-            value = getattr(outputs, name)
-            if value is not None:
-                parts.setdefault(name, []).append(value)
-    columns = {"ids": np.array(store.ids, dtype=object)}
-    columns.update(_concat_parts(parts, scorer, len(store)))
-    attrs = {
-        "method": scorer.method,
-        "checkpoint_sha256": file_sha256(model_path),
-        "threshold": float(artifact["threshold"]),
-        "threshold_rule": artifact["threshold_rule"],
-        "config_hash": artifact["config_hash"],
-        "model_package_version": artifact["package_version"],
-        "weights_init": artifact["weights_init"],
-        "seed": artifact["seed"],
-        "device": str(scorer.device),
-        "shard": os.path.basename(store_path),
-        "feature_names": list(scorer.feature_names),
+    parts_dir = _parts_dir(index_out)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    scoring = scoring_code_digest()
+    plan = []
+    for method, seeds in models.items():
+        for seed, model_path in seeds.items():
+            checkpoint = sha256_file(model_path)
+            key = json_digest(
+                {"shard": store.attrs.get("shard_digest", ""), "ids": store.ids, "model": checkpoint, "code": scoring}
+            )
+            plan.append((method, int(seed), model_path, checkpoint, parts_dir / f"{_part_name(method, int(seed))}.{key}.h5"))
+    todo = [p for p in plan if not _reusable(p[4], store.ids)]
+    log.info("shard %s: %d score parts reused, %d to score", store_path, len(plan) - len(todo), len(todo))
+    _score_parts(store, todo, device=device, batch_size=batch_size, rows=chunk_rows(shard_size), filters=compression_kwargs(hdf5))
+    index = {
+        "store": os.path.basename(store_path),
+        "shard_digest": store.attrs.get("shard_digest", ""),
+        "n_images": len(store),
+        "parts": [{"method": m, "seed": s, "file": part.name, "checkpoint_sha256": c} for m, s, _, c, part in plan],
     }
-    write_score_shard(out, columns, attrs, chunk_rows(shard_size), compression_kwargs(hdf5))
-    return {"scored": len(store)}
+    keep = {part.name for *_, part in plan}
+    for stale in parts_dir.glob("*.h5"):
+        if stale.name not in keep:
+            stale.unlink(missing_ok=True)
+    atomic_write_text(index_out, json.dumps(index, indent=1))
+    return {"scored": len(todo), "reused": len(plan) - len(todo), "images": len(store)}
 
 
-def _concat_parts(parts: dict, scorer, n: int) -> dict:
+def _parts_dir(index_path: str | Path) -> Path:
+    """``<shard>.parts/`` beside ``<shard>.scores.json`` (see :func:`wormflow.paths.score_parts`)."""
+    index_path = Path(index_path)
+    return index_path.with_name(index_path.name.removesuffix(".scores.json") + ".parts")
+
+
+def _score_parts(store: ImageStore, todo: list, *, device: str, batch_size: int, rows: int, filters: dict) -> None:
+    from .artifact import Artifact  # torch: imported only by the jobs that need it
+
+    artifacts = {(m, s): Artifact.load(path) for m, s, path, _, _ in todo}
+    scorers = {key: art.scorer(device) for key, art in artifacts.items()}
+    by_size: dict[int, list] = {}
+    for item in todo:
+        by_size.setdefault(scorers[item[:2]].image_size, []).append(item)
+    for size, items in sorted(by_size.items()):
+        parts: dict = {item[:2]: {} for item in items}
+        for images in prefetched(store.iter_images(size, batch_size)):
+            for item in items:
+                out = scorers[item[:2]](images)
+                acc = parts[item[:2]]
+                for name, value in (("score", out.score), ("pred", out.pred), ("features", out.features), *out.maps.items()):
+                    acc.setdefault(name, []).append(value)
+        for method, seed, _, checkpoint, part in items:
+            scorer, art = scorers[(method, seed)], artifacts[(method, seed)]
+            columns = {"ids": np.array(store.ids, dtype=object), **_concat(parts[(method, seed)], scorer, len(store))}
+            attrs = {
+                "method": method,
+                "seed": seed,
+                "checkpoint_sha256": checkpoint,
+                "threshold": float(art.threshold),
+                "threshold_rule": art.threshold_rule,
+                "config_hash": art.config_hash,
+                "model_package_version": art.package_version,
+                "weights_init": art.weights_init,
+                "device": str(scorer.device),
+                "shard": os.path.basename(store.path),
+                "shard_digest": store.attrs.get("shard_digest", ""),
+                "part_key": part.name,
+                "feature_names": list(scorer.feature_names),
+            }
+            write_score_part(part, columns, attrs, rows, filters)
+
+
+def _concat(acc: dict, scorer, n: int) -> dict:
     """Concatenate per-batch outputs; an empty shard still gets correctly shaped, typed datasets."""
+    if n:
+        return {k: np.concatenate(v) for k, v in acc.items()}
     s = scorer.image_size
     empty = {
         "score": np.zeros(0, np.float32),
         "pred": np.zeros(0, np.int8),
         "features": np.zeros((0, len(scorer.feature_names)), np.float32),
     }
-    if scorer.method in ("vae", "gan"):
-        empty.update(
-            recon=np.zeros((0, s, s, 3), np.uint8),
-            error_map=np.zeros((0, s, s), np.uint8),
-            colour_mask=np.zeros((0, s, s), np.uint8),
-        )
-    if n == 0:
-        return empty
-    return {k: np.concatenate(parts[k]) for k in empty}
+    shapes = {"recon": (0, s, s, 3)}
+    empty.update({name: np.zeros(shapes.get(name, (0, s, s)), np.uint8) for name in scorer.method.maps})
+    return empty
+
+
+def read_score_index(path: str) -> list[ScorePart]:
+    """The score parts a scoring job listed (paths resolved beside the index)."""
+    data = json.loads(Path(path).read_text())
+    return [ScorePart(p["method"], int(p["seed"]), str(_parts_dir(path) / p["file"])) for p in data["parts"]]
 
 
 def gather_step(
     manifest_path: str,
     store_paths: list[str],
-    score_paths: dict[str, list[str]],
+    index_paths: list[str],
     out: str,
     *,
+    methods: list[str],
     shard_size: int,
     hdf5: dict | None = None,
     batch: str = "",
@@ -214,12 +278,12 @@ def gather_step(
         "collection_root": manifest.root,
         "n_files": len(manifest.entries),
         "manifest_digest": manifest.content_digest(),
+        "methods": list(methods),
     }
     return gather_scores(
         out,
-        list(score_paths),
         store_paths,
-        score_paths,
+        [read_score_index(p) for p in index_paths],
         quarantine,
         manifest.root,
         attrs,

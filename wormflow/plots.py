@@ -26,7 +26,6 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 THUMB_PX = 96
-METHOD_COLOURS = {"vae": "#1b9e77", "gan": "#d95f02", "resnet50": "#7570b3", "dark_pixels": "#777777"}
 CLASS_COLOURS = {"no_wormed": "#4477aa", "wormed": "#cc6677"}
 MARK_COLOUR = "#c0392b"
 FALLBACK_COLOURS = ("#e7298a", "#66a61e", "#e6ab02", "#a6761d")
@@ -45,9 +44,14 @@ RC = {
 }
 
 
-def method_colour(method: str, index: int = 0) -> str:
-    """The method's colour in every plot and table of the report."""
-    return METHOD_COLOURS.get(method, FALLBACK_COLOURS[index % len(FALLBACK_COLOURS)])
+def method_colour(display: Mapping[str, dict], method: str, index: int = 0) -> str:
+    """The method's colour (from its module, via ``display``) in every plot and table of the report."""
+    colour = display.get(method, {}).get("colour")
+    return colour or FALLBACK_COLOURS[index % len(FALLBACK_COLOURS)]
+
+
+def _label(display: Mapping[str, dict], method: str) -> str:
+    return display.get(method, {}).get("label", method)
 
 
 def _finite(values: Sequence[float | None]) -> np.ndarray:
@@ -118,23 +122,30 @@ def colour_bar_uri(cmap: str = "magma") -> str:
 
 
 def roc_pr_figure(
-    curves: Mapping[str, dict], aurocs: Mapping[str, float], aps: Mapping[str, float], labels: Mapping[str, str]
+    curves: Mapping[str, dict], aurocs: Mapping[str, float], aps: Mapping[str, float], display: Mapping[str, dict]
 ) -> str:
-    """ROC (left) and precision–recall (right) curves of all methods, AUROC / AP in the legends."""
+    """ROC (left) and precision–recall (right) curves of all methods (floors dashed), AUROC / AP in the legends."""
     with plt.rc_context(RC):
         fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(10, 4.2))
         for i, (method, c) in enumerate(curves.items()):
-            style = {"color": method_colour(method, i), "lw": 1.6, "ls": "--" if method == "dark_pixels" else "-"}
+            style = {
+                "color": method_colour(display, method, i),
+                "lw": 1.6,
+                "ls": "--" if display.get(method, {}).get("baseline") else "-",
+            }
             if "roc" in c:
                 ax_roc.plot(
-                    c["roc"]["fpr"], c["roc"]["tpr"], label=f"{labels[method]} (AUROC {_fmt(aurocs.get(method))})", **style
+                    c["roc"]["fpr"],
+                    c["roc"]["tpr"],
+                    label=f"{_label(display, method)} (AUROC {_fmt(aurocs.get(method))})",
+                    **style,
                 )
             if "pr" in c:
                 ax_pr.step(
                     c["pr"]["recall"],
                     c["pr"]["precision"],
                     where="post",
-                    label=f"{labels[method]} (AP {_fmt(aps.get(method))})",
+                    label=f"{_label(display, method)} (AP {_fmt(aps.get(method))})",
                     **style,
                 )
         ax_roc.plot([0, 1], [0, 1], color="#bbbbbb", lw=0.8, ls=":")
@@ -164,7 +175,7 @@ def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
     return math.ceil(max(n, 1) / cols), cols
 
 
-def threshold_sweep_figure(sweeps: Mapping[str, dict], thresholds: Mapping[str, float], labels: Mapping[str, str]) -> str:
+def threshold_sweep_figure(sweeps: Mapping[str, dict], thresholds: Mapping[str, float], display: Mapping[str, dict]) -> str:
     """F1, precision and recall against the threshold, one panel per method, the chosen threshold marked."""
     rows, cols = _grid(len(sweeps))
     with plt.rc_context(RC):
@@ -178,7 +189,7 @@ def threshold_sweep_figure(sweeps: Mapping[str, dict], thresholds: Mapping[str, 
             if chosen is not None and math.isfinite(chosen):
                 ax.axvline(chosen, color=MARK_COLOUR, lw=1, ls="--", label=f"threshold {chosen:.3g}")
             ax.set_ylim(-0.02, 1.05)
-            _axes(ax, labels[method], "threshold", "", unit=False)
+            _axes(ax, _label(display, method), "threshold", "", unit=False)
             ax.legend(loc="best")
         for ax in list(axes.flat)[len(sweeps) :]:
             ax.set_visible(False)
@@ -186,7 +197,7 @@ def threshold_sweep_figure(sweeps: Mapping[str, dict], thresholds: Mapping[str, 
         return svg_uri(fig, "threshold_sweep")
 
 
-def histogram_figure(hists: Mapping[str, dict], thresholds: Mapping[str, float], labels: Mapping[str, str]) -> str:
+def histogram_figure(hists: Mapping[str, dict], thresholds: Mapping[str, float], display: Mapping[str, dict]) -> str:
     """Score histograms per class (no_wormed / wormed), one panel per method, the threshold marked."""
     rows, cols = _grid(len(hists))
     with plt.rc_context(RC):
@@ -200,7 +211,7 @@ def histogram_figure(hists: Mapping[str, dict], thresholds: Mapping[str, float],
             chosen = thresholds.get(method)
             if chosen is not None and math.isfinite(chosen):
                 ax.axvline(chosen, color=MARK_COLOUR, lw=1, ls="--", label="threshold")
-            _axes(ax, labels[method], "score", "images", unit=False)
+            _axes(ax, _label(display, method), "score", "images", unit=False)
             ax.legend(loc="best")
         for ax in list(axes.flat)[len(hists) :]:
             ax.set_visible(False)
@@ -216,17 +227,17 @@ def trend_figure(
     flagged: Mapping[str, Sequence[float | None]],
     ks: Mapping[str, Sequence[float | None]],
     ks_max: float,
-    labels: Mapping[str, str],
+    display: Mapping[str, dict],
 ) -> str:
     """Flagged share (left) and KS drift (right) per method across batches; batches beyond ``ks_max`` ringed."""
     x = np.arange(len(batches))
     with plt.rc_context(RC):
         fig, (ax_f, ax_k) = plt.subplots(1, 2, figsize=(10, 3.6))
         for i, method in enumerate(flagged):
-            colour = method_colour(method, i)
-            ax_f.plot(x, _finite(flagged[method]), marker="o", ms=4, color=colour, label=labels[method])
+            colour, label = method_colour(display, method, i), _label(display, method)
+            ax_f.plot(x, _finite(flagged[method]), marker="o", ms=4, color=colour, label=label)
             k = _finite(ks.get(method, [None] * len(batches)))
-            ax_k.plot(x, k, marker="o", ms=4, color=colour, label=labels[method])
+            ax_k.plot(x, k, marker="o", ms=4, color=colour, label=label)
             beyond = np.isfinite(k) & (k > ks_max)
             if beyond.any():
                 ax_k.scatter(x[beyond], k[beyond], s=110, facecolors="none", edgecolors=MARK_COLOUR, linewidths=1.6, zorder=5)

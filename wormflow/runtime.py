@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import json
 import logging
 import os
 import random
@@ -92,6 +90,11 @@ def _cpu_has_native_bf16() -> bool:
     return False  # not Linux, or no flags line: stay in fp32
 
 
+def device_images(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``(N, S, S, 3)`` uint8 → ``(N, 3, S, S)`` uint8 tensor on ``device`` (channels_last in memory)."""
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2)
+
+
 def rng_state() -> dict:
     """All RNG states training depends on, as tensors and plain numbers (``weights_only``-loadable)."""
     state = {"torch": torch.get_rng_state()}
@@ -104,8 +107,3 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def config_hash(cfg: dict) -> str:
-    """A stable hash of a JSON-serialisable config section."""
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,4 +1,5 @@
-"""HDF5 files: shard image stores, per-shard score files and the gathered batch file.
+"""HDF5 files: what every writer shares (atomic, complete-flagged, parallel chunk compression)
+and the shard image stores; the score files are in :mod:`wormflow.scorefile`.
 
 Every file is written under a temporary name and renamed into place when
 complete (:mod:`wormflow.atomic`), and carries ``attrs["complete"] = True``
@@ -16,15 +17,19 @@ Layouts (also in the README):
   (int8, -1 unlabeled), ``sha256`` (str), ``orig_hw`` (int32, N×2),
   ``images/<size>`` (uint8, N×S×S×3) for each resolution the methods need,
   ``quarantine/{ids,reasons}``.
-* **score shard** (``shards/<k>.<method>.h5``): ``ids``, ``score`` (float32),
-  ``pred`` (int8), ``features`` (float32, N×F, ``attrs["names"]``) and for
-  VAE/GAN ``recon`` (uint8, N×S×S×3), ``error_map`` (uint8, N×S×S, mean
-  absolute error ×127.5), ``colour_mask`` (uint8 0/1, N×S×S); attributes
-  ``method``, ``checkpoint_sha256``, ``threshold``, ``config_hash``,
-  ``package_version``, ``created_utc``.
+* **score part** (``shards/<k>.parts/<method>.seed<s>.<key>.h5``, one per
+  method and seed of a shard, listed by the scoring job's ``shards/<k>.scores.json``):
+  ``ids``, ``score`` (float32), ``pred`` (int8), ``features`` (float32, N×F,
+  ``attrs["names"]``) and the method's maps (e.g. VAE/GAN ``recon`` uint8
+  N×S×S×3, ``error_map`` uint8 N×S×S = mean absolute error ×127.5,
+  ``colour_mask`` uint8 0/1); attributes ``method``, ``seed``,
+  ``checkpoint_sha256``, ``threshold``, ``config_hash``, ``package_version``,
+  ``created_utc``.  Every column has one row per id (checked when written and
+  when gathered).
 * **batch file** (``scores.h5``): ``images/{ids,paths,labels,sha256}``,
-  ``quarantine/{ids,reasons,stage}`` and one group per method with the score
-  shard's datasets (concatenated in shard order) plus ``ids`` and ``paths``.
+  ``quarantine/{ids,reasons,stage}`` and one group per method with the first
+  seed's part datasets (concatenated in shard order) plus ``ids`` and ``paths``;
+  with several seeds also ``<method>/seed_scores`` (N × seeds).
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ import zlib
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
 
@@ -74,16 +78,6 @@ def compression_kwargs(cfg: dict | None) -> dict:
     if name == "gzip":
         return {"compression": "gzip", "compression_opts": int(cfg.get("level", 4))}
     return {"compression": name}
-
-
-@dataclass
-class Table:
-    """Column arrays written row-aligned into an HDF5 group."""
-
-    columns: dict
-
-    def __len__(self) -> int:
-        return len(next(iter(self.columns.values()))) if self.columns else 0
 
 
 def _create(group: h5py.Group, name: str, data: np.ndarray, rows: int, filters: dict) -> h5py.Dataset:
@@ -164,7 +158,7 @@ def write_table(group: h5py.Group, columns: dict, rows: int = CHUNK_ROWS, filter
         _create(group, name, data, rows, filters or {})
 
 
-def _mark_complete(f: h5py.File, kind: str, attrs: dict) -> None:
+def mark_complete(f: h5py.File, kind: str, attrs: dict) -> None:
     for k, v in attrs.items():
         f.attrs[k] = v
     f.attrs["format"] = kind
@@ -263,7 +257,7 @@ class ImageStoreWriter:
                 "reasons": np.array([m for _, m in self.quarantine], dtype=object),
             },
         )
-        _mark_complete(f, "wormflow-images", {**self.attrs, "n_images": len(self.meta["ids"]), "sizes": self.sizes})
+        mark_complete(f, "wormflow-images", {**self.attrs, "n_images": len(self.meta["ids"]), "sizes": self.sizes})
         f.close()
         self._ctx.__exit__(None, None, None)
 
@@ -312,125 +306,12 @@ class ImageStore:
             ds = f["images"][str(size)]
             return read_rows(ds, 0, ds.shape[0])
 
+    @property
+    def sizes(self) -> list[int]:
+        """The resolutions stored."""
+        return [int(s) for s in self.attrs["sizes"]]
 
-# --------------------------------------------------------------------------- scores
-
-
-def write_score_shard(path, columns: dict, attrs: dict, rows: int, filters: dict) -> None:
-    """Write one (method, shard) score file atomically."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        write_table(f, columns, rows, filters)
-        if "features" in f:
-            f["features"].attrs["names"] = np.array(attrs.pop("feature_names", []), dtype=object)
-        _mark_complete(f, "wormflow-scores", attrs)
-
-
-def _copy_dataset_chunks(src: h5py.Dataset, dst: h5py.Dataset, offset: int) -> None:
-    """Append ``src`` into ``dst`` at ``offset``; raw chunk copy (no recompression) where the chunk grids agree."""
-    n = src.shape[0]
-    if n == 0:
-        return
-    same_layout = (
-        src.chunks is not None
-        and src.chunks == dst.chunks
-        and src.compression == dst.compression
-        and src.compression_opts == dst.compression_opts
-        and offset % src.chunks[0] == 0
-    )
-    if same_layout:
-        rows = src.chunks[0]
-        tail = (0,) * (src.ndim - 1)
-        for start in range(0, n, rows):
-            if start + rows > n:  # partial last chunk: copy values
-                dst[offset + start : offset + n] = src[start:n]
-                break
-            filter_mask, raw = src.id.read_direct_chunk((start, *tail))
-            dst.id.write_direct_chunk((offset + start, *tail), raw, filter_mask)
-        return
-    dst[offset : offset + n] = src[()]
-
-
-def gather_scores(
-    out_path,
-    methods: Sequence[str],
-    store_paths: Sequence[str],
-    score_paths: dict[str, Sequence[str]],
-    manifest_quarantine: Sequence[tuple[str, str]],
-    source_root: str,
-    attrs: dict,
-    rows: int,
-    filters: dict,
-) -> dict:
-    """Concatenate per-shard image stores and score files of one collection into one file."""
-    stores = [ImageStore.open(p) for p in store_paths]
-    ids = [i for s in stores for i in s.ids]
-    labels = np.concatenate([s.labels for s in stores]) if stores else np.zeros(0, np.int8)
-    paths = [str(Path(source_root) / i) for i in ids]
-    quarantine = [(r, m, "manifest") for r, m in manifest_quarantine]
-    quarantine += [(r, m, "decode") for s in stores for r, m in s.quarantine]
-    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
-        img = f.create_group("images")
-        write_table(
-            img,
-            {
-                "ids": np.array(ids, dtype=object),
-                "paths": np.array(paths, dtype=object),
-                "labels": labels.astype(np.int8),
-                "sha256": np.array([h for s in stores for h in s.sha256], dtype=object),
-            },
-        )
-        q = f.create_group("quarantine")
-        write_table(
-            q,
-            {
-                "ids": np.array([r for r, _, _ in quarantine], dtype=object),
-                "reasons": np.array([m for _, m, _ in quarantine], dtype=object),
-                "stage": np.array([s for _, _, s in quarantine], dtype=object),
-            },
-        )
-        for method in methods:
-            _gather_method(f, method, ids, paths, score_paths[method], rows, filters)
-        _mark_complete(
-            f,
-            "wormflow-batch",
-            {**attrs, "n_scored": len(ids), "n_quarantined": len(quarantine), "methods": list(methods)},
-        )
-    return {"n_scored": len(ids), "n_quarantined": len(quarantine)}
-
-
-def _gather_method(
-    f: h5py.File, method: str, ids: list[str], paths: list[str], shard_files: Sequence[str], rows: int, filters: dict
-) -> None:
-    grp = f.create_group(method)
-    write_table(grp, {"ids": np.array(ids, dtype=object), "paths": np.array(paths, dtype=object)})
-    srcs = [open_complete(p, "wormflow-scores") for p in shard_files]
-    try:
-        got = [i for s in srcs for i in read_strings(s["ids"])]
-        if got != ids:
-            raise IncompleteFileError(f"{method}: score shards do not match the image stores' ids")
-        if srcs:
-            for k, v in srcs[0].attrs.items():
-                if k not in ("complete", "format", "created_utc", "shard"):
-                    grp.attrs[k] = v
-        grp.attrs["method"] = method
-        grp.attrs["created_utc"] = utc_now()
-        if not srcs:  # an empty collection: typed, empty columns, so readers need no special case
-            write_table(grp, {"score": np.zeros(0, np.float32), "pred": np.zeros(0, np.int8)})
-            return
-        names = [n for n in srcs[0] if n != "ids"]
-        for name in names:
-            first = srcs[0][name]
-            shape = (len(ids), *first.shape[1:])
-            kwargs = {}
-            if first.chunks is not None and len(ids):
-                kwargs = {"chunks": (min(rows, len(ids)), *first.shape[1:]), **filters}
-            dst = grp.create_dataset(name, shape=shape, dtype=first.dtype, **kwargs)
-            for k, v in first.attrs.items():
-                dst.attrs[k] = v
-            offset = 0
-            for s in srcs:
-                _copy_dataset_chunks(s[name], dst, offset)
-                offset += s[name].shape[0]
-    finally:
-        for s in srcs:
-            s.close()
+    def rows(self, size: int, rows: Sequence[int]) -> np.ndarray:
+        """The images at ``rows`` (increasing) at resolution ``size``."""
+        with open_complete(self.path, "wormflow-images") as f:
+            return f["images"][str(size)][list(rows)]

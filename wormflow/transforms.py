@@ -10,18 +10,12 @@ method's resolution (``Resize`` happens at decode time, see
 * :func:`normalize` — ``ToDtype(float32, scale=True)`` then
   ``Normalize(0.5, 0.5)`` on the device, for whole batches (this is also the
   validation transform once the image has its method's size).
-* :func:`report_train_transform` / :func:`report_eval_transform` — the
-  report's full per-image pipelines from a PIL image, used by the
-  report-style baseline of the throughput benchmark.
 """
 
 from __future__ import annotations
 
 import torch
 from torchvision.transforms import v2
-
-MEAN = (0.5, 0.5, 0.5)
-STD = (0.5, 0.5, 0.5)
 
 
 def train_augment(size: int, rotation: float = 30.0, hflip: bool = True, vflip: bool = True, crop_scale=(0.8, 1.0)):
@@ -48,30 +42,3 @@ def normalize(x_uint8: torch.Tensor, channels_last: bool = False) -> torch.Tenso
 def to_uint8_image(x: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`normalize`: [-1, 1] floats → ``uint8`` 0..255."""
     return x.float().clamp(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8)
-
-
-def report_train_transform(size: int = 224):
-    """The report's training pipeline from a PIL image (as written in the report)."""
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.RandomRotation(30),
-            v2.RandomHorizontalFlip(),
-            v2.RandomVerticalFlip(),
-            v2.RandomResizedCrop(size, scale=(0.8, 1.0), antialias=True),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(MEAN, STD),
-        ]
-    )
-
-
-def report_eval_transform(size: int = 224):
-    """The report's validation pipeline from a PIL image: Resize, ToTensor, Normalize(0.5, 0.5)."""
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.Resize((size, size), antialias=True),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(MEAN, STD),
-        ]
-    )

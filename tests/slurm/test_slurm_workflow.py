@@ -5,7 +5,7 @@ a real SLURM cluster". The cluster is the single-node one of
 tests/slurm/start-local-slurm.sh (2 CPUs, two fake GPUs ``gpu:fakegpu:2``;
 the test overlay makes every job a 1-CPU job, so two run side by side).
 The workflow runs on the generated demo, sized by tests/configs/tiny.yaml +
-tests/slurm/workflow-tiny.yaml (13 SLURM jobs), through
+tests/slurm/workflow-tiny.yaml (10 SLURM jobs), through
 
     snakemake -s Snakefile --configfile tests/configs/tiny.yaml tests/slurm/workflow-tiny.yaml \\
         --profile profiles/slurm --profile tests/slurm/profile
@@ -14,7 +14,7 @@ and the same config runs at the same time with ``--profile profiles/local`` in
 another tmp directory, as the reference (it mostly overlaps the SLURM run, which
 spends much of its time in job start-up and status polling).
 
-1. ``test_jobs_ran_as_slurm_jobs``: every non-local job (decode_shard, train_*,
+1. ``test_jobs_ran_as_slurm_jobs``: every non-local job (decode_shard, train,
    score_shard) was a COMPLETED SLURM job; the GPU rules were allocated
    gres/gpu; no localrule was submitted; HDF5_USE_FILE_LOCKING=FALSE, which
    rules/common.smk sets in the head process, reached the jobs (``sacct
@@ -73,16 +73,16 @@ CONFIGS = (REPO / "tests" / "configs" / "tiny.yaml", Path(__file__).resolve().pa
 WORKFLOW_ARGS = ["-s", str(REPO / "Snakefile"), "--configfile", *map(str, CONFIGS)]
 
 # what tests/slurm/workflow-tiny.yaml makes: one shard per collection, batch 2 empty
-METHODS = ("vae", "gan", "resnet50")
+METHODS = ("vae", "gan", "resnet50", "dark_pixels")
 DECODED = ("labeled/train", "labeled/dev", "labeled/test", "batches/demo-batch-1")
 SCORED = ("labeled/test", "batches/demo-batch-1")
-GPU_RULES = {"train_vae", "train_gan", "train_resnet50", "score_shard"}
+GPU_RULES = {"train", "score_shard"}
 SLURM_RULES = GPU_RULES | {"decode_shard"}
-LOCAL_RULES = {"all", "demo_data", "manifest", "gather", "evaluate", "ledger", "report"}
+LOCAL_RULES = {"all", "demo_data", "manifest", "gather", "summarize", "evaluate", "ledger", "report"}
 # the test overlay's set-threads (1-CPU jobs); the local reference run gets the same
 THREADS: dict[str, int] = yaml.safe_load((TEST_PROFILE / "config.yaml").read_text())["set-threads"]
 # sacct ReqMem of the test overlay (tests/slurm/profile), attempt 1
-REQ_MEM = {"decode_shard": "1000M", "score_shard": "1500M", "train_vae": "2000M", "train_gan": "2000M", "train_resnet50": "2000M"}
+REQ_MEM = {"decode_shard": "1000M", "score_shard": "1500M", "train": "2000M"}
 
 SLURM_TIMEOUT_S = 600  # the first SLURM run: ~3 min on 2 idle CPUs; SIGINT after this
 LOCAL_TIMEOUT_S = 900  # the reference run (niced, beside the SLURM run)
@@ -96,8 +96,8 @@ def _wc(*values: str) -> str:
 
 EXPECTED_JOBS = (
     {("decode_shard", _wc(c, "0")) for c in DECODED}
-    | {(f"train_{m}", "0") for m in METHODS}
-    | {("score_shard", _wc(c, "0", m, "0")) for c in SCORED for m in METHODS}
+    | {("train", _wc(m, "0")) for m in METHODS}
+    | {("score_shard", _wc(c, "0")) for c in SCORED}  # one job per shard scores every method
 )
 
 
@@ -166,8 +166,10 @@ _SKIP_TOP = {"logs", "benchmarks"}
 
 
 def _normalise(rel: str) -> str:
-    """TensorBoard names its file events.out.tfevents.<time>.<host>.<pid>.<n>: keep the kind only."""
-    return re.sub(r"(^|/)events\.out\.tfevents\.[^/]+$", r"\1events.out.tfevents.*", rel)
+    """TensorBoard names its file events.out.tfevents.<time>.<host>.<pid>.<n>, a score part
+    <method>.seed<s>.<key>.h5 (the key has the model's hash): keep the kind only."""
+    rel = re.sub(r"(^|/)events\.out\.tfevents\.[^/]+$", r"\1events.out.tfevents.*", rel)
+    return re.sub(r"(\.parts/\w+\.seed\d+)\.[0-9a-f]+\.h5$", r"\1.*.h5", rel)
 
 
 def snapshot(workdir: Path) -> dict[str, dict | None]:
@@ -286,7 +288,7 @@ def _dry_run(workdir: Path, *, name: str, show: bool = False) -> dict[str, int]:
     dry = run_snakemake([*WORKFLOW_ARGS, "-n"], cwd=workdir, timeout_s=120, log_file=workdir.parent / f"{name}.log")
     assert dry.returncode == 0, dry.describe()
     if show:
-        assert "wildcards: coll=batches/demo-batch-1, shard=0, method=vae, seed=0" in dry.output, dry.describe()
+        assert "wildcards: coll=batches/demo-batch-1, shard=0\n" in dry.output, dry.describe()
     return job_stats(dry.output)
 
 
@@ -361,12 +363,12 @@ def test_jobs_ran_as_slurm_jobs(runs: Runs):
 
 def test_failed_job_is_reported_and_only_it_reruns(runs: Runs):
     """A garbage results/models/vae/seed0/model.pt (same mtime, so Snakemake sees no
-    change), with demo-batch-1's scores.h5 and the ledger removed (a missing
+    change), with demo-batch-1's scores.h5, its summary and the ledger removed (a missing
     intermediate alone is not redone while what depends on it is there): the
-    batch's three score_shard jobs are submitted and the vae one fails when
-    loading the model. The failure names
-    rule, wildcards, SLURM job id and both logs; keep-going lets gan and resnet50
-    finish. With the model restored, a rerun submits only the failed job."""
+    batch's score_shard job is submitted and fails when loading the vae model.
+    The failure names rule, wildcards, SLURM job id and both logs. With the model
+    restored, a rerun submits only the failed job (the other methods' score parts
+    are reused)."""
     wd = runs.slurm_dir
     results = wd / "results"
     model = results / "models/vae/seed0/model.pt"
@@ -380,11 +382,12 @@ def test_failed_job_is_reported_and_only_it_reruns(runs: Runs):
         model.chmod(st.st_mode & 0o777)
 
     batch_scores.unlink()
+    (results / "batches/demo-batch-1/summary.json").unlink()
     (results / "batches.tsv").unlink()
     # the plan: that night's scoring and what depends on it, nothing upstream
     # (more here means the workflow's code or config changed since the first run)
     plan = _dry_run(wd, name="dry-run-before")
-    assert plan == {"all": 1, "gather": 1, "ledger": 1, "report": 1, "score_shard": 3}, (
+    assert plan == {"all": 1, "gather": 1, "summarize": 1, "ledger": 1, "report": 1, "score_shard": 1}, (
         f"more to do than demo-batch-1's scoring (did the workflow's code or config change since the first run?): {plan}"
     )
     put_model(b"this is not a torch checkpoint\n")
@@ -399,11 +402,8 @@ def test_failed_job_is_reported_and_only_it_reruns(runs: Runs):
     jobs = sacct_jobs(first.run_id)
     table = format_jobs(jobs)
     print(table)
-    failed_wc = _wc("batches/demo-batch-1", "0", "vae", "0")
-    assert sorted((j["rule"], j["wildcards"], j["State"]) for j in jobs) == sorted(
-        [("score_shard", failed_wc, "FAILED")]
-        + [("score_shard", _wc("batches/demo-batch-1", "0", m, "0"), "COMPLETED") for m in ("gan", "resnet50")]
-    ), table
+    failed_wc = _wc("batches/demo-batch-1", "0")
+    assert [(j["rule"], j["wildcards"], j["State"]) for j in jobs] == [("score_shard", failed_wc, "FAILED")], table
     assert all(j["tres"].get("gres/gpu") == "1" for j in jobs), table
     (failed,) = [j for j in jobs if j["State"] == "FAILED"]
     slurm_jobid = failed["JobIDRaw"]
@@ -411,7 +411,7 @@ def test_failed_job_is_reported_and_only_it_reruns(runs: Runs):
     # the report: rule, SLURM job id, SLURM log, rule log, output; wildcards in the job-info block
     (sub,) = [s for s in first.submissions if s.slurm_jobid == slurm_jobid]
     slurm_log = f"logs/slurm/rule_score_shard/{failed_wc}/{slurm_jobid}.log"
-    rule_log = "results/logs/score_shard/batches/demo-batch-1/0.vae.seed0.log"
+    rule_log = "results/logs/score_shard/batches/demo-batch-1/0.log"
     assert sub.log.endswith(slurm_log), sub
     assert (wd / slurm_log).is_file()
     blocks = [b for b in error_blocks(out, "score_shard") if f"external_jobid: {slurm_jobid}" in b]
@@ -420,26 +420,28 @@ def test_failed_job_is_reported_and_only_it_reruns(runs: Runs):
     assert f"SLURM-job '{slurm_jobid}' failed, SLURM status is: 'FAILED'" in block, block
     assert f"jobid: {sub.snakemake_jobid}" in block, block
     assert slurm_log in block and rule_log in block, block
-    assert "results/batches/demo-batch-1/shards/0.vae.seed0.h5" in block, block
+    assert "results/batches/demo-batch-1/shards/0.scores.json" in block, block
     wildcards = job_info_wildcards(out, "score_shard", sub.snakemake_jobid)
-    assert wildcards == "coll=batches/demo-batch-1, shard=0, method=vae, seed=0", first.describe()
+    assert wildcards == "coll=batches/demo-batch-1, shard=0", first.describe()
     # show-failed-logs prints the rule's log, which has the job's traceback
     assert "rule score_shard failed" in out and "Traceback" in out, first.describe()
-    # keep-going: the other methods' shard scores are there, the batch is not gathered
-    for m in ("gan", "resnet50"):
-        assert (results / f"batches/demo-batch-1/shards/0.{m}.seed0.h5").is_file()
+    # the other methods' score parts of the first run are still there (reused by the rerun); no gather
+    for m in ("gan", "resnet50", "dark_pixels"):
+        assert list((results / "batches/demo-batch-1/shards/0.parts").glob(f"{m}.seed0.*.h5")), m
     assert not batch_scores.exists()
 
     # what is left to do: the one failed job, then the localrules downstream of it
     plan = _dry_run(wd, name="dry-run-after", show=True)
-    assert plan == {"all": 1, "gather": 1, "ledger": 1, "report": 1, "score_shard": 1}, plan
+    assert plan == {"all": 1, "gather": 1, "summarize": 1, "ledger": 1, "report": 1, "score_shard": 1}, plan
 
     second = _run(wd, name="run-resume")
     assert second.returncode == 0, second.describe()
     jobs = sacct_jobs(second.run_id)
     assert [(j["rule"], j["wildcards"], j["State"]) for j in jobs] == [("score_shard", failed_wc, "COMPLETED")], format_jobs(jobs)
     assert len(second.submissions) == 1, second.describe()
-    assert _printed_rules(second.output) == ({"score_shard"}, {"gather", "ledger", "report", "all"}), second.describe()
+    assert _printed_rules(second.output) == ({"score_shard"}, {"gather", "summarize", "ledger", "report", "all"}), (
+        second.describe()
+    )
 
     # the rerun's batch scores equal the first SLURM run's
     again = snapshot(wd)["batches/demo-batch-1/scores.h5"]
@@ -464,9 +466,12 @@ def test_outputs_match_local_run(runs: Runs):
         f"only SLURM: {sorted(set(slurm) - set(local))}\nonly local: {sorted(set(local) - set(slurm))}"
     )
     h5_files = sorted(f for f, v in slurm.items() if v is not None)
-    # the image stores and the collections' gathered scores (the shard scores are temp())
+    # the image stores, the score parts (kept for reuse) and the collections' gathered scores
     assert h5_files == sorted(
-        [f"{c}/shards/0.images.h5" for c in DECODED] + [f"{c}/scores.h5" for c in (*SCORED, "batches/demo-batch-2")]
+        [f"{c}/shards/0.images.h5" for c in DECODED]
+        + [f"{c}/shards/0.parts/{m}.seed0.*.h5" for c in SCORED for m in METHODS]
+        + [f"{c}/scores.h5" for c in (*SCORED, "batches/demo-batch-2")]
+        + ["eval/gallery.h5"]
     ), h5_files
     for f in h5_files:
         assert _layout(slurm[f]) == _layout(local[f]), f"HDF5 layout differs in {f}"

@@ -26,8 +26,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .models import resnet50_binary
-
 log = logging.getLogger(__name__)
 
 DOWNLOAD_TIMEOUT_S = 20
@@ -126,6 +124,8 @@ def resolve_weights(spec: str) -> tuple[str, Path | None]:
 
 def build_resnet50(spec: str = "auto") -> tuple[nn.Module, str]:
     """Build the report's ResNet-50 with initial weights from ``spec``; return it and a description."""
+    from .resnet50 import resnet50_binary
+
     kind, path = resolve_weights(spec)
     model = resnet50_binary()
     if kind == "none":
