@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -231,6 +232,10 @@ def test_specimen_area_is_the_uneroded_well_grown_by_the_margin():
     assert np.array_equal(F.specimen_area(ch["w2"], margin=0, blur=1), disc)
     assert (F.specimen_area(ch["w2"], margin=20, blur=1, erode=6) <= area).all()
     assert F.well_region(ch["w2"], blur=1).sum() < disc.sum()  # the default erodes
+    # the threshold level: 0.5 is derive.py's halfway threshold; lower levels take in dimmer pixels
+    ramp = ch["w2"].astype(np.float64) + np.where(disc, 0, 2000 * (np.hypot(yy - 100, xx - 120) < 75))
+    assert np.array_equal(F.well_region(ramp, level=0.5), F.well_region(ramp))
+    assert F.specimen_area(ramp, level=0.25).sum() > F.specimen_area(ramp).sum()
 
 
 def test_composed_fields_reproduce_the_labeled_patches(fields_dir):
@@ -358,6 +363,22 @@ def test_tile_labels_follow_the_patch_rule():
         assert np.array_equal(got, _labels_by_brute_force(mask, gy, gx, tile, 0.05, 5))
 
 
+def test_tile_share_score_is_the_patch_rule_share_of_a_threshold():
+    rng = np.random.default_rng(6)
+    values = rng.normal(size=(130, 150))
+    values[:10, :10] = 0.0  # ties
+    ys, xs = F.tile_grid(130, 150, 64, 32)
+    score = F.tile_share_score(values, ys, xs, 64)
+    crops = F.crop_tiles(values, ys, xs, 64).reshape(len(ys), -1)
+    for t in (-1.0, 0.0, 0.5, 1.6, 2.0):
+        assert np.array_equal(score >= t, (crops >= t).sum(1) >= 205)  # 205 = ceil(5 % of 64²)
+    assert np.array_equal(F.tile_share_score(values, ys, xs, 64, share=1.0), crops.min(1))
+    assert np.array_equal(F.tile_share_score(values, ys, xs, 64, share=1e-9), crops.max(1))
+    assert F.tile_share_score(values, ys[:0], xs[:0], 64).shape == (0,)
+    with pytest.raises(ValueError, match="share"):
+        F.tile_share_score(values, ys, xs, 64, share=0)
+
+
 def test_tile_in_area_uses_the_share_of_area_pixels():
     area = np.zeros((100, 100), bool)
     area[:, :50] = True
@@ -462,3 +483,49 @@ def test_overlap_ranking_and_agreement():
     assert np.isnan(F.ranking_metrics([0.1, 0.2], [1, 1])["auroc"])
     a = F.agreement([0.1, 0.2, 0.3], [0.1, 0.25, 0.3])
     assert a["pearson_r"] > 0.9 and a["mae"] == pytest.approx(0.05 / 3)
+
+
+# ---------------------------------------------------------------- the benchmark harness
+
+
+def _benchmark_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fields_benchmark", REPO / "benchmarks" / "fields.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fields_benchmark"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_evaluates_a_perfect_map_as_perfect_and_draws_the_contact_sheet(tmp_path):
+    bench = _benchmark_module()
+    rng = np.random.default_rng(8)
+    wells = {}
+    for i, split in enumerate(["dev", "dev", "test", "test"]):
+        ch, disc = _disc_field(h=160, w=200, r=70, cy=80, cx=100, seed=i)
+        mask = np.zeros_like(disc)
+        for _ in range(4):
+            y, x = rng.integers(40, 110), rng.integers(40, 150)
+            mask[y : y + 4, x : x + 30] = True
+        rgb = F.compose_rgb(ch)
+        ys, xs = F.tile_grid(160, 200, 32, 16)
+        area = F.specimen_area(ch["w2"])
+        wells[f"W{i}"] = bench.Well(
+            f"W{i}", split, rgb, F.well_region(ch["w2"]), disc, area, area, mask, ys, xs, F.tile_labels(mask, ys, xs, 32)
+        )
+    perfect = {n: w.mask.astype(float) for n, w in wells.items()}
+    for setting in bench.settings(0.5):
+        r = bench.evaluate_method(perfect, wells, setting, tile=32)
+        assert r["pixels"]["auroc"] == 1 and r["pixels"]["dice"] == 1 and r["pixels"]["dice_per_well_mean"] == 1
+        assert r["tiles"]["f1"] == 1 and r["tiles"]["n_test_wormed"] > 0
+        assert r["wells"]["mae"] == 0
+    noisy = {n: m + rng.normal(0, 0.4, m.shape) for n, m in perfect.items()}
+    r = bench.evaluate_method(noisy, wells, bench.settings(0.5)[0], tile=32)
+    assert 0.5 < r["pixels"]["auroc"] < 1 and r["pixels"]["dice"] < 1
+    only_tiles = {n: F.tile_share_score(m, w.ys, w.xs, 32) for (n, m), w in zip(perfect.items(), wells.values())}
+    r = bench.evaluate_method(None, wells, bench.settings(0.5)[0], tile_scores=only_tiles, tile=32)
+    assert "pixels" not in r and r["tiles"]["f1"] == 1
+    sheet = tmp_path / "sheet.png"
+    bench.contact_sheet(list(wells.values())[2:], {"perfect": perfect, "noisy": noisy}, {"perfect": 0.5, "noisy": 0.5}, sheet)
+    assert Image.open(sheet).size[0] > 400

@@ -23,7 +23,7 @@ from .compose import (
 from .floors import dark_pixels, dark_share_tiles, local_contrast
 from .grouping import DEFAULT_FIELD_REGEX, Field, FieldPattern, Grouping, group_fields
 from .metrics import Threshold, agreement, choose_threshold, counts, overlap, ranking_metrics, subsample
-from .tiles import crop_tiles, stitch, tile_grid, tile_in_area, tile_labels, tile_means
+from .tiles import crop_tiles, stitch, tile_grid, tile_in_area, tile_labels, tile_means, tile_share_score
 
 __all__ = [
     "DEFAULT_BRIGHTFIELD",
@@ -55,5 +55,6 @@ __all__ = [
     "tile_in_area",
     "tile_labels",
     "tile_means",
+    "tile_share_score",
     "well_region",
 ]

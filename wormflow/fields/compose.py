@@ -44,9 +44,13 @@ class FieldError(ValueError):
         self.reason = reason
 
 
-def _filled_largest_component(bf: np.ndarray, blur: int) -> np.ndarray:
+def _filled_largest_component(bf: np.ndarray, blur: int, level: float) -> np.ndarray:
     b = ndi.uniform_filter(bf.astype(np.float32), blur)
-    t = (np.percentile(b, 5) + np.percentile(b, 95)) / 2.0
+    if level == 0.5:
+        t = (np.percentile(b, 5) + np.percentile(b, 95)) / 2.0  # derive.py's arithmetic, to the last bit
+    else:
+        p5, p95 = np.percentile(b, 5), np.percentile(b, 95)
+        t = p5 + level * (p95 - p5)
     m = b > t
     lab, n = ndi.label(m)
     if n == 0:
@@ -56,23 +60,28 @@ def _filled_largest_component(bf: np.ndarray, blur: int) -> np.ndarray:
     return ndi.binary_fill_holes(m)
 
 
-def well_region(bf: np.ndarray, blur: int = WELL_BLUR, erode: int = WELL_ERODE) -> np.ndarray:
+def well_region(bf: np.ndarray, blur: int = WELL_BLUR, erode: int = WELL_ERODE, level: float = 0.5) -> np.ndarray:
     """derive.py's well region of a brightfield image (bool H×W; all False when no well is found).
 
-    ``erode=0`` means no erosion (scipy's ``iterations=0`` would erode until nothing changes).
+    ``erode=0`` means no erosion (scipy's ``iterations=0`` would erode until nothing changes).  ``level``
+    places the threshold between the 5th (0) and 95th (1) percentiles of the blurred image; derive.py: 0.5.
     """
-    m = _filled_largest_component(bf, blur)
+    m = _filled_largest_component(bf, blur, level)
     return ndi.binary_erosion(m, iterations=erode) if erode > 0 else m
 
 
-def specimen_area(bf: np.ndarray, margin: int = SPECIMEN_MARGIN, blur: int = WELL_BLUR, erode: int = 0) -> np.ndarray:
+def specimen_area(
+    bf: np.ndarray, margin: int = SPECIMEN_MARGIN, blur: int = WELL_BLUR, erode: int = 0, level: float = 0.5
+) -> np.ndarray:
     """The well region (by default not eroded) grown by ``margin`` px (Euclidean distance ≤ margin); bool H×W.
 
-    On BBBC010 (97 wells) the default area holds 90.9 % of the annotated worm pixels (the well region
-    eroded by 6 px: 73.7 %; not eroded: 77.5 %; margin 40: 97.1 %; margin 60: 99.3 %).
-    ``erode=6`` gives derive.py's eroded region grown by ``margin``.
+    On BBBC010 (97 wells) the default area holds 90.9 % of the annotated worm pixels, on 42 % of the
+    field (the well region eroded by 6 px: 73.7 %; not eroded: 77.5 %; margin 40: 97.1 %; margin 60:
+    99.3 %).  Most of the rest lies in dim sectors of vignetted wells that derive.py's halfway threshold
+    cuts off: ``level=0.25`` (a quarter of the way from the 5th to the 95th percentile) with the 20 px
+    margin holds 99.7 % on 52 % of the field.  ``erode=6`` gives derive.py's eroded region grown by ``margin``.
     """
-    m = well_region(bf, blur=blur, erode=erode)
+    m = well_region(bf, blur=blur, erode=erode, level=level)
     if margin <= 0 or not m.any():
         return m
     return ndi.distance_transform_edt(~m) <= margin

@@ -73,6 +73,22 @@ def tile_means(values: np.ndarray, ys, xs, tile: int = TILE) -> np.ndarray:
     return _window_sums(_sat(np.asarray(values, dtype=np.float64)), ys, xs, tile, tile) / (tile * tile)
 
 
+def tile_share_score(values: np.ndarray, ys, xs, tile: int = TILE, share: float = WORM_FRAC_MIN) -> np.ndarray:
+    """Per tile, the largest ``t`` such that at least ``share`` of the tile's pixels score ≥ ``t`` (float64).
+
+    That is the ``k``-th largest value of the tile, ``k = ceil(share × tile²)``.  With the patch rule's
+    ``share`` (5 %), a pixel threshold ``t`` marks the tile when ≥ 5 % of its pixels reach ``t``, exactly;
+    and the score depends on the map only through the ranks of its values, so any monotone score can be
+    aggregated this way (a tile *mean* cannot: the local-contrast map averages to about 0 over any tile).
+    """
+    if not 0 < share <= 1:
+        raise ValueError(f"share must lie in (0, 1], got {share}")
+    n = tile * tile
+    crops = crop_tiles(np.asarray(values, dtype=np.float64), ys, xs, tile).reshape(len(ys), n)
+    k = max(1, int(np.ceil(share * n - 1e-9)))
+    return np.partition(crops, n - k, axis=1)[:, n - k] if len(crops) else np.zeros(0)
+
+
 def crop_tiles(image: np.ndarray, ys, xs, tile: int = TILE) -> np.ndarray:
     """``(N, tile, tile, ...)`` crops of ``image`` (H×W or H×W×C) at the given corners."""
     _check_positions(image.shape, ys, xs, tile)
