@@ -239,8 +239,9 @@ def test_specimen_area_is_the_uneroded_well_grown_by_the_margin():
 
 
 def test_composed_fields_reproduce_the_labeled_patches(fields_dir):
-    """All 386 labeled patches are bit-identical to crops of the composed fields (max difference 0 grey
-    levels; the benchmark checks the dev and test wells' patches on every run); here a few wells."""
+    """All 386 labeled patches are bit-identical to crops of the composed fields, and tile_labels gives each
+    its label (checked once over all wells; the benchmark checks the dev and test wells' 108 on every run);
+    here four wells."""
     wells = _wells(fields_dir)
     with open(BBBC010 / "labeled" / "patches.csv", newline="") as fh:
         patches = list(csv.DictReader(fh))
@@ -446,6 +447,10 @@ def test_choose_threshold_subsamples_pixels_deterministically():
     t = F.choose_threshold(s, y, n_boot=20)
     assert t.n == F.metrics.MAX_N and t == F.choose_threshold(s, y, n_boot=20)
     assert 0.5 < t.value < 2.5
+    # separation and the gap are judged on every score, not on the subsample
+    neg, pos = rng.random(200_000), 2 + rng.random(1_000)
+    sep = F.choose_threshold(np.r_[neg, pos], np.r_[np.zeros(neg.size), np.ones(pos.size)])
+    assert sep.rule == "gap midpoint" and sep.value == (neg.max() + pos.min()) / 2
     assert np.array_equal(F.subsample(10, 20), np.arange(10))
     idx = F.subsample(1000, 100, seed=3)
     assert len(np.unique(idx)) == 100 and np.array_equal(idx, F.subsample(1000, 100, seed=3))

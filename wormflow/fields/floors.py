@@ -5,7 +5,7 @@ worms are dark), optionally smoothed first by a Gaussian of σ = ``sigma`` px
 (``scipy.ndimage.gaussian_filter``, reflect borders, truncated at 4σ):
 ``Gs``.  Defaults: no smoothing for dark pixels, σ = 2 for local contrast
 (the settings behind the team's measured floors; smoothing the dark-pixel map
-by σ = 2 lowers its test pixel AP from 0.48 to 0.41, benchmarks/fields.py).
+by σ = 2 lowers its test pixel AP from 0.48 to 0.41 in benchmarks/fields.py's team setting).
 
 * :func:`dark_pixels`: ``1 − Gs / median(Gs over the well region)``, the
   median over derive.py's (eroded) well region; 0 at the typical well

@@ -15,7 +15,8 @@
 Candidates are the midpoints between consecutive distinct dev scores plus
 both extremes; beyond ``max_candidates`` of them, an evenly spaced (by rank)
 subset.  Large inputs (pixels) are first subsampled to ``max_n`` scores,
-deterministically (``numpy.random.default_rng(seed)``, without replacement).
+deterministically (``numpy.random.default_rng(seed)``, without replacement);
+whether the classes separate, and the gap, are judged on all the scores.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def f1_at(pos_sorted: np.ndarray, neg_sorted: np.ndarray, thresholds: np.ndarray
 
 
 def candidates(scores: np.ndarray, max_candidates: int = MAX_CANDIDATES) -> np.ndarray:
+    """Candidate thresholds: both extremes and the midpoints between consecutive distinct scores (at most
+    ``max_candidates``, evenly spaced by rank)."""
     u = np.unique(scores)
     c = u if u.size == 1 else np.concatenate([u[:1], (u[:-1] + u[1:]) / 2, u[-1:]])
     if c.size > max_candidates:
@@ -90,19 +93,22 @@ def choose_threshold(
     if rule not in ("robust", "f1max"):
         raise ValueError(f"unknown threshold rule {rule!r}")
     s, y = _validated(scores, labels)
+    if y.all() or not y.any():
+        raise ValueError("choosing a threshold needs both classes on dev")
+    lowest_pos, highest_neg = s[y].min(), s[~y].max()  # on all scores, before any subsampling
+    separated = bool(highest_neg < lowest_pos)
     if s.size > max_n:
         keep = subsample(s.size, max_n, seed)
         s, y = s[keep], y[keep]
     pos, neg = np.sort(s[y]), np.sort(s[~y])
     if pos.size == 0 or neg.size == 0:
-        raise ValueError("choosing a threshold needs both classes on dev")
-    separated = bool(neg[-1] < pos[0])
+        raise ValueError(f"a class vanished when subsampling {max_n} of the dev scores; raise max_n")
     cands = candidates(s)
     if rule == "f1max":
         f1 = f1_at(pos, neg, cands)
         t, name = float(cands[_median_argmax(f1)]), "f1max"
     elif separated:
-        t, name = float((neg[-1] + pos[0]) / 2), "gap midpoint"
+        t, name = float((highest_neg + lowest_pos) / 2), "gap midpoint"
     else:
         rng = np.random.default_rng(seed)
         mean_f1 = np.zeros(cands.size)

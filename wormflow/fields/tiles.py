@@ -8,6 +8,13 @@ model content it never saw in training): :func:`tile_grid` raises
 :class:`FieldError` and the caller lists the field as a problem (or scores it
 as a single image).
 
+Which tiles count: :func:`tile_in_area` keeps tiles with at least
+``min_share`` of their pixels in the specimen area.  On the 27 BBBC010 dev and
+test wells (64 px tiles, stride 32) the tiles kept at the default 0.5 cover
+97.8 % of the annotated worm pixels; tiles wholly inside the area (1.0) only
+79.0 %, and tiles wholly inside the (un-eroded) well 66.4 %: a third of the
+worm pixels lie only on tiles that reach past the well's edge.
+
 Window sums use a summed-area table, so labels and in-area tests cost
 O(H·W + N) for N tiles at any positions.
 """
