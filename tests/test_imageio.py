@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import tempfile
 import time
@@ -365,3 +366,111 @@ def test_jpeg_draft_decode_keeps_the_requested_size_and_content(tmp_path):
     png = tmp_path / "big.png"
     Image.fromarray(smooth).save(png)
     assert decode_image(png, min_output_side=224).shape == (1000, 1300, 3)  # only JPEGs are drafted
+
+
+# --- decode memory: bounded by bytes, not only pixels ------------------------------------------------
+
+
+def _write_kind(path, kind: str, height: int = 32, width: int = 48) -> int:
+    """Write a ``kind`` image of ``height`` x ``width``; return its decoded size from the header (W x H x samples x bytes)."""
+    k = ramp_k(height, width)
+    if kind == "rgb8.png":
+        Image.fromarray(rgb3(k)).save(path)
+        return height * width * 3
+    if kind == "gray16.png":
+        Image.fromarray((300 + 100 * k).astype(np.uint16)).save(path)
+        return height * width * 2
+    if kind == "rgb16.tif":
+        tifffile.imwrite(path, rgb3(k).astype(np.uint16) * 200, photometric="rgb")
+        return height * width * 3 * 2
+    if kind == "float32.tif":
+        tifffile.imwrite(path, (rgb3(k) / 7).astype(np.float32), photometric="rgb")
+        return height * width * 3 * 4
+    raise ValueError(kind)
+
+
+DECODE_KINDS = ("rgb8.png", "gray16.png", "rgb16.tif", "float32.tif")
+
+
+def test_default_max_decoded_bytes_is_one_gib():
+    assert imageio.DEFAULT_MAX_DECODED_BYTES == 1 << 30
+    assert inspect.signature(decode_image).parameters["max_decoded_bytes"].default == imageio.DEFAULT_MAX_DECODED_BYTES
+
+
+@pytest.mark.parametrize("kind", DECODE_KINDS)
+def test_max_decoded_bytes_is_checked_from_the_header(tmp_path, spy_on_pixel_decoding, kind):
+    path = tmp_path / kind
+    decoded = _write_kind(path, kind)
+    assert decode_image(path, max_decoded_bytes=decoded).shape == (32, 48, 3)  # exactly at the limit: decoded
+    decoding_calls = spy_on_pixel_decoding()
+    with pytest.raises(ImageLoadError, match=rf"decodes to {decoded} bytes .*exceeds the limit of {decoded - 1} bytes") as info:
+        decode_image(path, max_decoded_bytes=decoded - 1)
+    assert "48x32" in info.value.reason
+    assert decoding_calls == []
+
+
+@pytest.mark.parametrize("samples", [5, 400])
+def test_too_many_samples_per_pixel_are_refused_from_the_header(tmp_path, spy_on_pixel_decoding, samples):
+    """400 samples of zlib-compressed zeros: a small file within max_pixels that decoded to hundreds of MB."""
+    path = tmp_path / f"samples{samples}.tif"
+    tifffile.imwrite(
+        path, np.zeros((64, 80, samples), dtype=np.uint8), photometric="minisblack", planarconfig="contig", compression="zlib"
+    )
+    decoding_calls = spy_on_pixel_decoding()
+    with pytest.raises(ImageLoadError, match=rf"{samples} samples per pixel: at most 4"):
+        decode_image(path)
+    assert decoding_calls == []
+
+
+@pytest.mark.parametrize("kind", DECODE_KINDS)
+def test_decoding_peak_memory_is_a_small_multiple_of_the_decoded_size(tmp_path, monkeypatch, kind):
+    """Traced (numpy and Python) allocations while decoding stay below twice the header's decoded size.
+
+    Conversions work in blocks (made small here, so that the image spans many of them): no full-size float64 copy.
+    """
+    monkeypatch.setattr(imageio, "CONVERT_BLOCK_ELEMENTS", 4096, raising=False)
+    path = tmp_path / kind
+    decoded = _write_kind(path, kind, 192, 256)
+    output = 192 * 256 * 3
+    decode_image(path)  # warm up: lazy imports and codec set-up are not the image's cost
+    tracemalloc.start()
+    try:
+        rgb = decode_image(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rgb.shape == (192, 256, 3)
+    assert peak < 2 * max(decoded, output), f"peak {peak} bytes for {decoded} decoded bytes"
+
+
+def test_scale_to_uint8_results_do_not_depend_on_the_block_size(monkeypatch):
+    rng = np.random.default_rng(8)
+    data = rng.normal(size=(37, 29, 3)).astype(np.float32)
+    data[rng.random(data.shape) < 0.005] = np.nan
+    data[0, 0, 0] = np.inf
+    original = data.copy()
+    whole = scale_to_uint8(data)
+    monkeypatch.setattr(imageio, "CONVERT_BLOCK_ELEMENTS", 7)
+    assert np.array_equal(scale_to_uint8(data), whole)
+    assert np.array_equal(data, original, equal_nan=True)  # the caller's array is left untouched
+
+
+@pytest.mark.parametrize("layout", ["gray16", "gray16+alpha", "float32"])
+def test_16bit_and_float_miniswhite_tiffs_are_inverted_like_8bit_ones(tmp_path, layout):
+    """MINISWHITE means 0 is white: Pillow inverts 8-bit files; deeper ones (either reader) must not differ."""
+    k = ramp_k(16, 16)
+    data = (1000 + 10 * k).astype(np.float32 if layout == "float32" else np.uint16)
+    kwargs = {}
+    if layout == "gray16+alpha":  # Pillow cannot open this one: the tifffile path
+        data = np.stack([data, np.full_like(data, 65535)], axis=-1)
+        kwargs = {"extrasamples": ["unassalpha"], "planarconfig": "contig"}
+    path = tmp_path / f"{layout}.tif"
+    tifffile.imwrite(path, data, photometric="miniswhite", **kwargs)
+    assert np.array_equal(decode_image(path), rgb3(255 - k))
+
+
+def test_a_16bit_colour_model_other_than_gray_or_rgb_is_refused(tmp_path):
+    path = tmp_path / "cmyk16.tif"
+    tifffile.imwrite(path, np.zeros((16, 16, 4), dtype=np.uint16), photometric="separated")
+    with pytest.raises(ImageLoadError, match="unsupported TIFF colour model SEPARATED with 16-bit samples"):
+        decode_image(path)
