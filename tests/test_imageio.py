@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import struct
 import tempfile
 import time
 import tracemalloc
@@ -474,3 +475,144 @@ def test_a_16bit_colour_model_other_than_gray_or_rgb_is_refused(tmp_path):
     tifffile.imwrite(path, np.zeros((16, 16, 4), dtype=np.uint16), photometric="separated")
     with pytest.raises(ImageLoadError, match="unsupported TIFF colour model SEPARATED with 16-bit samples"):
         decode_image(path)
+
+
+# --- explicit policies: multi-frame files, extreme aspect ratios, mostly non-finite data -------------
+
+
+def _frames(n: int, size: int = 16) -> list[Image.Image]:
+    return [Image.fromarray(noisy_rgb(size, size, seed=40 + i)) for i in range(n)]
+
+
+def _write_multi_frame(path, kind: str) -> int:
+    """Write a multi-frame file of ``kind``; return its number of frames/pages."""
+    if kind == "apng":
+        first, *rest = _frames(3)
+        first.save(path, format="PNG", save_all=True, append_images=rest)
+        return 3
+    if kind == "tiff8":  # Pillow reads these
+        with tifffile.TiffWriter(path) as tw:
+            for i in range(2):
+                tw.write(noisy_rgb(16, 16, seed=50 + i), photometric="rgb")
+        return 2
+    if kind == "tiff16":  # tifffile reads these
+        with tifffile.TiffWriter(path) as tw:
+            for i in range(4):
+                tw.write(np.full((16, 16, 3), 1000 * i, dtype=np.uint16), photometric="rgb")
+        return 4
+    if kind == "mpo":
+        first, *rest = _frames(2)
+        first.save(path, format="MPO", save_all=True, append_images=rest)
+        return 2
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["apng", "tiff8", "tiff16", "mpo"])
+def test_multi_frame_files_are_refused_not_scored_by_their_first_frame(tmp_path, spy_on_pixel_decoding, kind):
+    path = tmp_path / f"multi.{kind}"
+    n = _write_multi_frame(path, kind)
+    decoding_calls = spy_on_pixel_decoding()
+    with pytest.raises(ImageLoadError) as info:
+        decode_image(path)
+    assert info.value.reason == f"multi-frame image ({n} frames/pages): not scored; save one image per file"
+    assert decoding_calls == []
+
+
+def test_a_tiff_with_a_sub_ifd_thumbnail_is_one_image(tmp_path):
+    src = noisy_rgb(32, 32, seed=60)
+    path = tmp_path / "thumb_subifd.tif"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(src, photometric="rgb", subifds=1)
+        tw.write(src[::4, ::4], photometric="rgb", subfiletype=1)  # stored as the first page's sub-IFD
+    assert np.array_equal(decode_image(path), src)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_a_tiff_with_a_reduced_resolution_second_page_is_one_image(tmp_path, dtype):
+    k = np.stack([ramp_k(32, 32)] * 3, axis=-1)
+    path = tmp_path / "thumb_page.tif"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(k.astype(dtype), photometric="rgb")
+        tw.write(k[::4, ::4].astype(dtype), photometric="rgb", subfiletype=1)  # NewSubfileType: reduced-resolution copy
+    assert np.array_equal(decode_image(path), k.astype(np.uint8))
+
+
+def test_an_mpo_whose_other_image_is_a_large_thumbnail_is_one_image(tmp_path):
+    """Cameras store a preview ("Large Thumbnail") as a second MPO image: the primary image is scored."""
+    path = tmp_path / "preview.mpo"
+    first, second = _frames(2, size=24)
+    first.save(path, format="MPO", save_all=True, append_images=[second])
+    with Image.open(path) as im:
+        entry = im.mpinfo[0xB002][1]
+    data = path.read_bytes()
+    for fmt in (">IIIHH", "<IIIHH"):  # the second MP entry: attribute (0: undefined), size, offset, dependencies
+        old = struct.pack(fmt, 0, entry["Size"], entry["DataOffset"], 0, 0)
+        if data.count(old) == 1:
+            path.write_bytes(data.replace(old, struct.pack(fmt, 0x010001, entry["Size"], entry["DataOffset"], 0, 0)))
+            break
+    else:
+        raise AssertionError("MP entry not found")
+    with Image.open(path) as im:
+        assert "Thumbnail" in im.mpinfo[0xB002][1]["Attribute"]["MPType"]
+    assert decode_image(path).shape == (24, 24, 3)
+
+
+def test_extreme_aspect_ratio_is_refused_from_the_header(tmp_path, spy_on_pixel_decoding):
+    path = tmp_path / "wide.png"
+    Image.fromarray(noisy_rgb(40, 2000, seed=61)).save(path)
+    decoding_calls = spy_on_pixel_decoding()
+    with pytest.raises(ImageLoadError, match=r"extreme aspect ratio: 2000x40 is 50\.0:1, above the limit of 4:1 \(max_aspect\)"):
+        decode_image(path)
+    assert decoding_calls == []
+
+
+def test_extreme_aspect_ratio_is_refused_on_the_tifffile_path_too(tmp_path):
+    path = tmp_path / "tall16.tif"
+    tifffile.imwrite(path, np.zeros((100, 20, 3), dtype=np.uint16), photometric="rgb")
+    with pytest.raises(ImageLoadError, match=r"20x100 is 5\.0:1, above the limit of 4:1"):
+        decode_image(path)
+
+
+def test_max_aspect_is_inclusive_and_configurable(tmp_path):
+    path = tmp_path / "four_to_one.png"
+    Image.fromarray(noisy_rgb(16, 64, seed=62)).save(path)
+    assert decode_image(path).shape == (16, 64, 3)
+    with pytest.raises(ImageLoadError, match="aspect ratio"):
+        decode_image(path, max_aspect=3.5)
+    wide = tmp_path / "wide.png"
+    Image.fromarray(noisy_rgb(8, 400, seed=63)).save(wide)
+    assert decode_image(wide, max_aspect=50).shape == (8, 400, 3)
+    assert decode_image(wide, max_aspect=None).shape == (8, 400, 3)
+
+
+@pytest.mark.parametrize("layout", ["gray", "rgb"])  # gray float: Pillow ("F"); RGB float: tifffile
+def test_a_float_image_that_is_mostly_nan_is_refused(tmp_path, layout):
+    data = np.full((16, 16) if layout == "gray" else (16, 16, 3), np.nan, dtype=np.float32)
+    data[3, 4] = 1.0  # one finite pixel: scaled, the image would be all black
+    path = tmp_path / f"nan_{layout}.tif"
+    tifffile.imwrite(path, data, photometric="minisblack" if layout == "gray" else "rgb")
+    n = data.size
+    with pytest.raises(ImageLoadError) as info:
+        decode_image(path)
+    finite = 1 if layout == "gray" else 3
+    assert info.value.reason == (
+        f"too many non-finite pixel values: {n - finite} of {n} ({100 * (n - finite) / n:.1f} %) are NaN or infinite, "
+        "above the limit of 1 % (max_nonfinite_fraction)"
+    )
+
+
+def test_non_finite_limit_is_a_keyword_and_a_few_nans_stay_allowed(tmp_path):
+    k = ramp_k(16, 32)
+    data = (k / 255.0).astype(np.float32)
+    data[0, :5] = np.nan  # 5 of 512 values: 0.98 %
+    path = tmp_path / "some_nan.tif"
+    tifffile.imwrite(path, data)
+    expected = k.copy()
+    expected[0, :5] = 0
+    assert np.array_equal(decode_image(path), rgb3(expected))
+    with pytest.raises(ImageLoadError, match="5 of 512"):
+        decode_image(path, max_nonfinite_fraction=0.005)
+    mostly = np.full((16, 16), np.inf, dtype=np.float32)
+    mostly[0, 0] = 2.0
+    tifffile.imwrite(tmp_path / "mostly_inf.tif", mostly)
+    assert decode_image(tmp_path / "mostly_inf.tif", max_nonfinite_fraction=1.0).shape == (16, 16, 3)

@@ -13,8 +13,25 @@ rules, in order:
    samples, within ``max_pixels``).  All of these are refused from the header,
    *before* any pixel data is decoded.  So is truncated or corrupt pixel data
    (when it is met).
-2. EXIF orientation (or the TIFF ``Orientation`` tag) is applied.
-3. Colour modes are converted to RGB:
+2. Explicit policies, never a silent choice (each refusal is a quarantine
+   reason with the numbers):
+
+   * **Multi-frame files** - an animated PNG (APNG), a multi-page TIFF, an MPO
+     with more than one real image - are refused: "multi-frame image (N
+     frames/pages): not scored; save one image per file".  Scoring only the
+     first frame would silently ignore the rest.  Thumbnails are not frames: a
+     TIFF's sub-IFDs, TIFF pages marked as reduced-resolution copies
+     (``NewSubfileType``) or masks, and an MPO's "Large Thumbnail" previews
+     are ignored, and the one real image is scored.
+   * **Extreme aspect ratios**: scoring squashes every image to a square, so a
+     longer side more than ``max_aspect`` (default 4) times the shorter one
+     is refused from the header.
+   * **Mostly non-finite data**: a float image with more than
+     ``max_nonfinite_fraction`` (default 1 %) NaN/inf values is refused (one
+     finite pixel among NaNs would otherwise become an all-black image); below
+     that share NaN/inf are handled as described in 4.
+3. EXIF orientation (or the TIFF ``Orientation`` tag) is applied.
+4. Colour modes are converted to RGB:
 
    * 8-bit grayscale, bilevel, palette, CMYK and YCbCr images use Pillow's
      standard conversion.
@@ -31,7 +48,7 @@ rules, in order:
    * Grayscale is replicated to three channels.
 
    Multi-channel 16-bit or float TIFFs (which Pillow cannot represent) are read
-   with ``tifffile``; only the first page of a multi-page TIFF is used.
+   with ``tifffile``.
    Pillow reduces 16-bit *colour* PNGs to their high byte; store such data as
    TIFF to keep its full range.
 
@@ -42,6 +59,7 @@ decoded size plus the ``H x W x 3`` output (``benchmarks/decode_memory.py``).
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import warnings
@@ -57,6 +75,8 @@ SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "TIFF"})
 DEFAULT_MAX_PIXELS = 64_000_000
 DEFAULT_MIN_SIDE = 8
 DEFAULT_MAX_DECODED_BYTES = 1 << 30  # 1 GiB: width x height x samples per pixel x bytes per sample, from the header
+DEFAULT_MAX_ASPECT = 4.0  # longer side / shorter side; scoring squashes every image to a square
+DEFAULT_MAX_NONFINITE_FRACTION = 0.01  # share of NaN/inf values a float image may have
 MAX_SAMPLES_PER_PIXEL = 4  # gray, gray + alpha, RGB, RGB + alpha/extra: everything the channel logic uses
 CONVERT_BLOCK_ELEMENTS = 1 << 18  # conversions work on blocks of rows this large: temporaries stay small
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -85,6 +105,8 @@ def decode_image(
     min_side: int = DEFAULT_MIN_SIDE,
     min_output_side: int | None = None,
     max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+    max_aspect: float | None = DEFAULT_MAX_ASPECT,
+    max_nonfinite_fraction: float = DEFAULT_MAX_NONFINITE_FRACTION,
 ) -> np.ndarray:
     """Decode one image file into an ``(H, W, 3)`` ``uint8`` array (see module doc).
 
@@ -97,8 +119,12 @@ def decode_image(
     decodes to more bytes (width x height x samples per pixel x bytes per
     sample).  The conversion to RGB works in blocks, so decoding peaks at about
     the decoded size plus the ``H x W x 3`` output, never at a float64 copy.
+
+    ``max_aspect``: refuse images whose longer side is more than this many
+    times the shorter one (``None``: no limit).  ``max_nonfinite_fraction``:
+    refuse float images with a larger share of NaN/inf values.
     """
-    limits = _Limits(max_pixels, min_side, max_decoded_bytes)
+    limits = _Limits(max_pixels, min_side, max_decoded_bytes, max_aspect, max_nonfinite_fraction)
     path = Path(path)
     try:
         st = path.stat()
@@ -112,6 +138,9 @@ def decode_image(
         with open(path, "rb") as fh:
             magic = fh.read(4)
             fh.seek(0)
+            if magic in _TIFF_MAGIC:
+                _check_frames(path, _tiff_frames(fh))
+                fh.seek(0)
             try:
                 return _decode_with_pillow(path, fh, limits, min_output_side)
             except _PillowCannot as exc:
@@ -141,6 +170,8 @@ class _Limits:
     max_pixels: int
     min_side: int
     max_decoded_bytes: int
+    max_aspect: float | None = DEFAULT_MAX_ASPECT
+    max_nonfinite_fraction: float = DEFAULT_MAX_NONFINITE_FRACTION
 
 
 def _check_geometry(path: Path, width: int, height: int, limits: _Limits) -> None:
@@ -151,6 +182,56 @@ def _check_geometry(path: Path, width: int, height: int, limits: _Limits) -> Non
         )
     if min(width, height) < limits.min_side:
         raise ImageLoadError(path, f"image too small: {width}x{height} (minimum side {limits.min_side} px)")
+    long, short = max(width, height), min(width, height)
+    if limits.max_aspect is not None and long > limits.max_aspect * short:
+        raise ImageLoadError(
+            path,
+            f"extreme aspect ratio: {width}x{height} is {long / short:.1f}:1, above the limit of {limits.max_aspect:g}:1 "
+            "(max_aspect); scoring would squash it to a square",
+        )
+
+
+def _check_frames(path: Path, frames: int) -> None:
+    if frames > 1:
+        raise ImageLoadError(path, f"multi-frame image ({frames} frames/pages): not scored; save one image per file")
+
+
+MAX_TIFF_PAGES_EXAMINED = 1000
+
+
+def _tiff_frames(fh) -> int:
+    """Images in a TIFF's main page chain, not counting reduced-resolution copies (thumbnails) and masks.
+
+    Sub-IFDs (pyramid levels, thumbnails) are not in the main chain at all.  Only tags are read.  A file
+    tifffile cannot parse counts as one image here: decoding then reports what is wrong with it.
+    """
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(fh) as tif:
+            n_pages = len(tif.pages)
+            if n_pages < 2:
+                return 1
+            full = 0
+            for index in range(min(n_pages, MAX_TIFF_PAGES_EXAMINED)):
+                page = tif.pages[index]
+                if not int(getattr(page, "subfiletype", 0) or 0) & 0b101:  # REDUCEDIMAGE | MASK
+                    full += 1
+            return full + max(0, n_pages - MAX_TIFF_PAGES_EXAMINED)
+    except Exception:  # tifffile raises many types on corrupt files
+        return 1
+
+
+def _pil_frames(im: Image.Image) -> int:
+    """Images in a (non-TIFF) file Pillow opened: APNG frames; MPO images other than previews ("Large Thumbnail")."""
+    if im.format == "MPO":
+        entries = (getattr(im, "mpinfo", None) or {}).get(0xB002) or []
+        kinds = [str(e.get("Attribute", {}).get("MPType", "")) for e in entries if isinstance(e, dict)]
+        if kinds:
+            return max(1, sum(1 for kind in kinds if "Thumbnail" not in kind))
+    if im.format == "TIFF":
+        return 1  # counted before Pillow opens it (_tiff_frames), without thumbnail pages
+    return int(getattr(im, "n_frames", 1) or 1)
 
 
 def _check_decoded_size(path: Path, width: int, height: int, samples: int, bytes_per_sample: int, limits: _Limits) -> None:
@@ -184,6 +265,7 @@ def _decode_with_pillow(path: Path, fh, limits: _Limits, min_output_side: int | 
             if im.format not in SUPPORTED_FORMATS:
                 raise ImageLoadError(path, f"unsupported image format {im.format!r} (PNG, JPEG and TIFF are read)")
             _check_geometry(path, im.width, im.height, limits)
+            _check_frames(path, _pil_frames(im))
             if im.mode not in _HIGH_DEPTH_MODES and im.mode not in _PIL_RGB_MODES:
                 raise _PillowCannot(f"unsupported colour mode {im.mode!r}")
             if im.format == "TIFF" and im.mode not in _HIGH_DEPTH_MODES and _tiff_max_bits(im) > 8:
@@ -201,7 +283,7 @@ def _decode_with_pillow(path: Path, fh, limits: _Limits, min_output_side: int | 
                 if im.format == "TIFF":
                     raise _PillowCannot(f"corrupt or truncated image data: {exc}") from None
                 raise ImageLoadError(path, f"corrupt or truncated image data: {exc}") from None
-            rgb = _to_rgb_or_fail(path, _pil_to_rgb, im)
+            rgb = _to_rgb_or_fail(path, functools.partial(_pil_to_rgb, im, limits.max_nonfinite_fraction))
             if im.format == "TIFF" and im.mode in _HIGH_DEPTH_MODES and im.tag_v2.get(262) == 0:
                 np.subtract(255, rgb, out=rgb)  # MINISWHITE: Pillow inverts only 8-bit data itself
     # Pillow's copy of the pixels is gone; a rotation copies only the uint8 output.
@@ -245,11 +327,11 @@ def _pil_bands(im: Image.Image):
         yield rows, im.crop((0, rows.start, im.width, rows.stop))
 
 
-def _pil_to_rgb(im: Image.Image) -> np.ndarray:
+def _pil_to_rgb(im: Image.Image, max_nonfinite_fraction: float = 1.0) -> np.ndarray:
     """A decoded Pillow image as a new ``(H, W, 3)`` ``uint8`` array, converted band by band (no full-size temporary)."""
     out = np.empty((im.height, im.width, 3), dtype=np.uint8)
     if im.mode in _HIGH_DEPTH_MODES:
-        scaler = _Scaler()
+        scaler = _Scaler(max_nonfinite_fraction)
         for _, band in _pil_bands(im):
             scaler.update(np.asarray(band))
         scaler.finish()
@@ -295,7 +377,7 @@ def _decode_tiff(path: Path, fh, limits: _Limits) -> np.ndarray:
     except Exception as exc:  # tifffile raises many types on corrupt files
         raise ImageLoadError(path, f"corrupt or unsupported TIFF: {exc}") from None
     arr = _channels_last(np.asarray(arr), page)
-    rgb = _to_rgb_or_fail(path, _array_to_rgb, arr)
+    rgb = _to_rgb_or_fail(path, functools.partial(_array_to_rgb, arr, limits.max_nonfinite_fraction))
     del arr  # the decoded samples are no longer needed; a rotation copies only the uint8 output
     if photometric == "MINISWHITE":  # 0 is white: invert, as Pillow does for 8-bit files
         np.subtract(255, rgb, out=rgb)
@@ -312,9 +394,9 @@ def _tiff_photometric(path: Path, page, bits) -> str:
     return photometric
 
 
-def _to_rgb_or_fail(path: Path, convert, data):
+def _to_rgb_or_fail(path: Path, convert):
     try:
-        return convert(data)
+        return convert()
     except _NonFinitePixels as exc:
         raise ImageLoadError(path, str(exc)) from None
     except ValueError as exc:  # e.g. a float image without a single finite pixel
@@ -338,14 +420,14 @@ def _channels_last(arr: np.ndarray, page) -> np.ndarray:
     return arr[..., :3]  # RGB (+ alpha / extra samples)
 
 
-def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
+def _array_to_rgb(arr: np.ndarray, max_nonfinite_fraction: float = 1.0) -> np.ndarray:
     """An ``(H, W)`` or ``(H, W, 3)`` array (views welcome) as a new ``(H, W, 3)`` ``uint8`` array, block by block."""
     out = np.empty((arr.shape[0], arr.shape[1], 3), dtype=np.uint8)
     target = out[..., 0] if arr.ndim == 2 else out
     if arr.dtype == np.uint8:
         target[...] = arr
     else:
-        scaler = _Scaler()
+        scaler = _Scaler(max_nonfinite_fraction)
         blocks = list(_row_blocks(arr.shape[0], arr[:1].size))
         for rows in blocks:
             scaler.update(arr[rows])
@@ -419,17 +501,18 @@ class _Scaler:
         out[...] = data
 
 
-def scale_to_uint8(arr: np.ndarray) -> np.ndarray:
+def scale_to_uint8(arr: np.ndarray, *, max_nonfinite_fraction: float = 1.0) -> np.ndarray:
     """Scale an array linearly from its finite min..max to 0..255 (``uint8``).
 
-    NaN becomes the minimum, +/-inf the maximum/minimum, a constant array 0; no finite value at all is a
-    ``ValueError``.  Works block by block: memory is the output plus one block's float64 copy.
+    NaN becomes the minimum, +/-inf the maximum/minimum, a constant array 0; no finite value at all, or a
+    larger share of NaN/inf values than ``max_nonfinite_fraction``, is a ``ValueError``.  Works block by
+    block: memory is the output plus one block's float64 copy; ``arr`` is not modified.
     """
     src = np.asarray(arr)
     if src.ndim == 0:
-        return scale_to_uint8(src.reshape(1)).reshape(())
+        return scale_to_uint8(src.reshape(1), max_nonfinite_fraction=max_nonfinite_fraction).reshape(())
     out = np.empty(src.shape, dtype=np.uint8)
-    scaler = _Scaler()
+    scaler = _Scaler(max_nonfinite_fraction)
     blocks = list(_row_blocks(src.shape[0], src[:1].size))
     for rows in blocks:
         scaler.update(src[rows])
