@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from wormflow import inventory
+from wormflow import inventory, workflow
 from wormflow.inventory import Entry, Manifest, build_manifest, scan, sha256_file, stat_fingerprint
 
 BAD_UTF8_NAME = b"bad\xff.png"
@@ -431,3 +431,55 @@ def test_labels_enter_the_manifest_and_its_digests(split):
     digest = m.shard_digest(0)
     m.candidates[0].label = 1
     assert m.shard_digest(0) != digest
+
+
+# --- the batches root (workflow.discover_batches) and displayed names --------------------------------
+
+
+def test_discover_batches_reports_everything_that_is_not_a_usable_batch(tmp_path):
+    root = tmp_path / "batches"
+    for name in ("2024-01-01", "night_2", ".hidden", "bad name"):
+        (root / name).mkdir(parents=True)
+    os.symlink("2024-01-01", root / "linked")
+    os.symlink("/etc", root / "outside")
+    (root / "loose.png").write_bytes(b"not a directory")
+    (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    os.mkfifo(root / "pipe")
+    os.mkdir(os.fsencode(root) + b"/bad\xff")
+    batches, rejected = workflow.discover_batches(root)
+    assert batches == ["2024-01-01", "night_2"]
+    assert all(isinstance(r, tuple) and len(r) == 2 for r in rejected)
+    reasons = dict(rejected)
+    assert [name for name, _ in rejected] == sorted(reasons)  # sorted by name, each entry once
+    assert reasons == {
+        ".DS_Store": "a file, not a batch directory",
+        ".hidden": "hidden entry (name starts with '.')",
+        "bad name": f"name does not match {workflow.BATCH_NAME.pattern} (batch names become file paths and wildcards)",
+        "bad\\xff": "name is not valid UTF-8",
+        "linked": "symbolic link, not followed",
+        "loose.png": "a file, not a batch directory",
+        "outside": "symbolic link, not followed",
+        "pipe": "a FIFO, not a batch directory",
+    }
+
+
+def test_discover_batches_of_a_missing_root_is_empty(tmp_path):
+    assert workflow.discover_batches(tmp_path / "absent") == ([], [])
+
+
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        ("plain.png", "plain.png"),
+        ("wörm 🪱.png", "wörm 🪱.png"),
+        (os.fsdecode(b"latin1-\xe9t\xe9.png"), "latin1-\\xe9t\\xe9.png"),
+        (os.fsdecode(b"sub/\xff\xfe/x.png"), "sub/\\xff\\xfe/x.png"),
+        ("new\nline\t.png", "new\\x0aline\\x09.png"),
+        ("rtl\u202egnp.exe", "rtl\\u202egnp.exe"),
+    ],
+)
+def test_display_name_escapes_undecodable_bytes_and_control_characters(name, shown):
+    from wormflow.names import display_name
+
+    assert display_name(name) == shown
+    display_name(name).encode("utf-8")  # always printable, encodable text

@@ -13,9 +13,11 @@ import json
 import logging
 import os
 import re
+import stat
 from pathlib import Path
 
 from . import METHODS
+from .names import display_name
 
 log = logging.getLogger(__name__)
 
@@ -36,26 +38,70 @@ TRAINING_MODULES = (
 )
 
 
-def discover_batches(root: str | os.PathLike) -> tuple[list[str], list[str]]:
-    """Return ``(batches, rejected)``: sub-directories of ``root`` usable as batch names, and the others.
+def discover_batches(root: str | os.PathLike) -> tuple[list[str], list[tuple[str, str]]]:
+    """Return ``(batches, rejected)``: the usable batch directories in ``root``, and everything else with its reason.
 
-    Hidden directories (``.``-prefixed) are ignored silently (they are never
-    batches); other names must match :data:`BATCH_NAME` (they become file
-    paths and wildcards) and are otherwise reported as rejected, never dropped
-    silently.
+    ``batches`` are names (sorted) of real directories (not symbolic links)
+    whose names match :data:`BATCH_NAME` (they become file paths and
+    wildcards).  ``rejected`` lists every other entry of ``root`` as a
+    ``(display_name, reason)`` tuple, sorted by name - symbolic links (never
+    followed), loose files and other non-directories, hidden entries, names
+    that are not valid UTF-8 (shown with ``\\xNN`` escapes, see
+    :func:`wormflow.names.display_name`) or do not match the pattern, and
+    directories that cannot be listed - so nothing in the batches root is
+    dropped silently.  A ``root`` that is not a directory gives ``([], [])``.
     """
     root = Path(root)
     if not root.is_dir():
         return [], []
     ok, rejected = [], []
     with os.scandir(root) as it:
-        for d in sorted(it, key=lambda e: e.name):
-            if d.name.startswith(".") or not d.is_dir(follow_symlinks=False):
-                continue
-            (ok if BATCH_NAME.match(d.name) else rejected).append(d.name)
-    for name in rejected:
-        log.warning("batch directory %r skipped: names must match %s", name, BATCH_NAME.pattern)
+        entries = sorted(it, key=lambda e: e.name)
+    for d in entries:
+        try:
+            reason = _not_a_batch(d)
+        except FileNotFoundError:
+            continue  # removed while listing: no longer in the root
+        if reason:
+            rejected.append((display_name(d.name), reason))
+        else:
+            ok.append(d.name)
+    for name, reason in rejected:
+        log.warning("%s/%s is not a batch: %s", root, name, reason)
     return ok, rejected
+
+
+_FILE_KINDS = ((stat.S_ISREG, "a file"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+
+
+def _not_a_batch(d: os.DirEntry) -> str:
+    """Why the batches-root entry ``d`` is not a usable batch directory ('' if it is one)."""
+    try:
+        st = d.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        return f"cannot stat: {exc.strerror or exc}"
+    if stat.S_ISLNK(st.st_mode):
+        return "symbolic link, not followed"
+    if not stat.S_ISDIR(st.st_mode):
+        kind = next((k for test, k in _FILE_KINDS if test(st.st_mode)), "a device or other special file")
+        return f"{kind}, not a batch directory"
+    try:
+        d.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "name is not valid UTF-8"
+    if d.name.startswith("."):
+        return "hidden entry (name starts with '.')"
+    if not BATCH_NAME.match(d.name):
+        return f"name does not match {BATCH_NAME.pattern} (batch names become file paths and wildcards)"
+    try:
+        os.close(os.open(d.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        return f"cannot list directory: {exc.strerror or exc}"
+    return ""
 
 
 def enabled_methods(config: dict) -> list[str]:
