@@ -17,6 +17,7 @@ by their real range must give exactly ``k``.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -251,3 +252,42 @@ def make_odd_and_bad_files(directory) -> dict:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     return {"valid": _valid_files(d), "bad": _bad_files(d)}
+
+
+def make_nested(root, names: list[str], filename: str, data: bytes) -> str:
+    """Create ``root/names[0]/.../names[-1]/filename`` through directory file descriptors; return its relpath.
+
+    Works where the full path is longer than PATH_MAX or too deep for recursive tools.
+    """
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in names:
+            os.mkdir(name, dir_fd=fd)
+            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        file_fd = os.open(filename, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=fd)
+        os.write(file_fd, data)
+        os.close(file_fd)
+    finally:
+        os.close(fd)
+    return "/".join([*names, filename])
+
+
+def remove_nested(root, names: list[str]) -> None:
+    """Remove what :func:`make_nested` created (deepest first, through file descriptors, without recursion)."""
+    fds = [os.open(root, os.O_RDONLY | os.O_DIRECTORY)]
+    try:
+        for name in names:
+            try:
+                fds.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fds[-1]))
+            except FileNotFoundError:
+                break
+        for depth in range(len(fds) - 1, 0, -1):
+            for entry in os.listdir(fds[depth]):  # files only: the next level is already gone
+                os.unlink(entry, dir_fd=fds[depth])
+            os.close(fds.pop())
+            os.rmdir(names[depth - 1], dir_fd=fds[-1])
+    finally:
+        for fd in fds:
+            os.close(fd)

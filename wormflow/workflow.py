@@ -125,11 +125,14 @@ def _manifest_summary(path: str, mtime_ns: int) -> dict:
         # manifests written before data_digest existed: the shard digests stand in for it
         "data_digest": data.get("data_digest") or section_digest({"shards": data["shard_digests"]}),
         "n_files": data["n_files"],
+        # latest mtime/ctime of the collection's files (0: manifest from before it was recorded); see
+        # inventory.newest_change_ns - for a settle time before a batch that may still be written is scored
+        "newest_change_ns": int(data.get("newest_change_ns", 0)),
     }
 
 
 def manifest_summary(path: str | os.PathLike) -> dict:
-    """Shard count, per-shard and whole-collection content digests of a manifest (cached by mtime)."""
+    """Shard count, per-shard and whole-collection content digests, file count and newest change of a manifest (cached by mtime)."""
     path = str(path)
     return _manifest_summary(path, os.stat(path).st_mtime_ns)
 
