@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 import struct
@@ -16,9 +17,11 @@ from oddfiles import (
     blocky_rgb,
     bomb_png_bytes,
     jpeg_with_orientation,
+    make_nested,
     make_odd_and_bad_files,
     noisy_rgb,
     ramp_k,
+    remove_nested,
     rgb3,
 )
 from PIL import Image, ImageFile, ImageOps
@@ -256,7 +259,7 @@ def test_constant_16bit_image_decodes_to_black(tmp_path):
 
 
 def test_missing_file_is_an_image_load_error(tmp_path):
-    with pytest.raises(ImageLoadError, match="cannot stat file") as info:
+    with pytest.raises(ImageLoadError, match="cannot open file: No such file or directory") as info:
         decode_image(tmp_path / "absent.png")
     assert info.value.path == str(tmp_path / "absent.png")
 
@@ -616,3 +619,132 @@ def test_non_finite_limit_is_a_keyword_and_a_few_nans_stay_allowed(tmp_path):
     mostly[0, 0] = 2.0
     tifffile.imwrite(tmp_path / "mostly_inf.tif", mostly)
     assert decode_image(tmp_path / "mostly_inf.tif", max_nonfinite_fraction=1.0).shape == (16, 16, 3)
+
+
+# --- verified reads: no-follow, non-blocking, hash-checked -------------------------------------------
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def batch(tmp_path):
+    root = tmp_path / "batch"
+    (root / "sub").mkdir(parents=True)
+    Image.fromarray(noisy_rgb(12, 16, seed=70)).save(root / "sub" / "img.png")
+    return root
+
+
+def test_read_file_verified_returns_the_bytes_and_decoding_them_matches_the_path(batch):
+    data = (batch / "sub" / "img.png").read_bytes()
+    got = imageio.read_file_verified(batch, "sub/img.png", _sha(data), max_bytes=len(data))
+    assert got == data
+    assert np.array_equal(decode_image(batch / "sub" / "img.png", data=got), decode_image(batch / "sub" / "img.png"))
+    with open(batch / "sub" / "img.png", "rb") as fh:  # a file object works too
+        assert np.array_equal(decode_image(batch / "sub" / "img.png", data=fh), decode_image(batch / "sub" / "img.png"))
+
+
+def test_decoding_from_bytes_names_the_path_in_errors(tmp_path):
+    path = tmp_path / "named.png"
+    with pytest.raises(ImageLoadError, match="empty file") as info:
+        decode_image(path, data=b"")
+    assert info.value.path == str(path)
+    with pytest.raises(ImageLoadError, match="not an image"):
+        decode_image(path, data=b"GIF89a? no: just text")
+
+
+def test_a_file_changed_after_listing_is_refused(batch):
+    path = batch / "sub" / "img.png"
+    listed = _sha(path.read_bytes())
+    Image.fromarray(noisy_rgb(12, 16, seed=71)).save(path)  # rewritten (or still being written) after the manifest
+    with pytest.raises(ImageLoadError, match="changed after listing: its SHA-256 is [0-9a-f]{12}, the manifest recorded") as info:
+        imageio.read_file_verified(batch, "sub/img.png", listed, max_bytes=1 << 20)
+    assert info.value.path == str(path)
+
+
+def test_a_symlink_swapped_in_for_the_file_is_not_followed(batch, tmp_path):
+    """The link's target even has the listed content: refused all the same, nothing outside the batch is read."""
+    outside = tmp_path / "outside.png"
+    outside.write_bytes((batch / "sub" / "img.png").read_bytes())
+    listed = _sha(outside.read_bytes())
+    (batch / "sub" / "img.png").unlink()
+    os.symlink(outside, batch / "sub" / "img.png")
+    with pytest.raises(ImageLoadError) as info:
+        imageio.read_file_verified(batch, "sub/img.png", listed, max_bytes=1 << 20)
+    assert info.value.reason == "changed after listing: symbolic link (not followed): sub/img.png"
+
+
+def test_a_symlink_swapped_in_for_a_directory_is_not_followed(batch, tmp_path):
+    (batch / "sub").rename(tmp_path / "moved")
+    os.symlink(tmp_path / "moved", batch / "sub")
+    listed = _sha((tmp_path / "moved" / "img.png").read_bytes())
+    with pytest.raises(ImageLoadError) as info:
+        imageio.read_file_verified(batch, "sub/img.png", listed, max_bytes=1 << 20)
+    assert info.value.reason == "changed after listing: symbolic link (not followed): sub"
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_swapped_in_is_refused_without_blocking(batch):
+    (batch / "sub" / "img.png").unlink()
+    os.mkfifo(batch / "sub" / "img.png")
+    with pytest.raises(ImageLoadError) as info:
+        imageio.read_file_verified(batch, "sub/img.png", "0" * 64, max_bytes=1 << 20)
+    assert info.value.reason == "changed after listing: not a regular file (FIFO)"
+
+
+def test_a_deleted_file_and_a_file_in_place_of_a_directory_are_refused(batch):
+    data = (batch / "sub" / "img.png").read_bytes()
+    (batch / "sub" / "img.png").unlink()
+    with pytest.raises(ImageLoadError, match="changed after listing: no longer exists"):
+        imageio.read_file_verified(batch, "sub/img.png", _sha(data), max_bytes=1 << 20)
+    (batch / "sub").rmdir()
+    (batch / "sub").write_bytes(b"a file now")
+    with pytest.raises(ImageLoadError, match="changed after listing: not a directory: sub"):
+        imageio.read_file_verified(batch, "sub/img.png", _sha(data), max_bytes=1 << 20)
+
+
+def test_a_file_above_max_bytes_is_refused_before_reading(batch, monkeypatch):
+    size = (batch / "sub" / "img.png").stat().st_size
+    with pytest.raises(ImageLoadError, match=rf"file too large: {size} bytes, above the limit of {size - 1} bytes"):
+        imageio.read_file_verified(batch, "sub/img.png", "0" * 64, max_bytes=size - 1)
+    assert imageio.DEFAULT_MAX_FILE_BYTES == 1 << 30
+
+
+@pytest.mark.parametrize("relpath", ["../batch/sub/img.png", "/etc/passwd", "sub/../sub/img.png", "sub//img.png", ""])
+def test_a_relpath_leaving_the_batch_is_refused(batch, relpath):
+    with pytest.raises(ImageLoadError, match="unsafe path in the manifest"):
+        imageio.read_file_verified(batch, relpath, "0" * 64, max_bytes=1 << 20)
+
+
+def test_read_file_verified_works_beyond_path_max(tmp_path):
+    root = tmp_path / "batch"
+    root.mkdir()
+    names = [f"{i:02d}" + "y" * 240 for i in range(20)]
+    Image.fromarray(noisy_rgb(10, 10, seed=72)).save(tmp_path / "src.png")
+    data = (tmp_path / "src.png").read_bytes()
+    relpath = make_nested(root, names, "deep.png", data)
+    try:
+        got = imageio.read_file_verified(root, relpath, _sha(data), max_bytes=1 << 20)
+        assert decode_image(root / relpath, data=got).shape == (10, 10, 3)
+    finally:
+        remove_nested(root, names)
+
+
+@pytest.mark.parametrize("name", VALID_NAMES + BAD_NAMES)
+def test_decoding_verified_bytes_gives_what_decoding_the_path_gives(odd, name):
+    directory, _ = odd
+    data = (directory / name).read_bytes()
+    if not data:
+        with pytest.raises(ImageLoadError, match="empty file"):
+            decode_image(directory / name, data=data)
+        return
+    verified = imageio.read_file_verified(directory, name, _sha(data))
+    try:
+        expected = decode_image(directory / name)
+    except ImageLoadError as exc:
+        with pytest.raises(ImageLoadError) as info:
+            decode_image(directory / name, data=verified)
+        assert info.value.reason == exc.reason
+    else:
+        assert np.array_equal(decode_image(directory / name, data=verified), expected)

@@ -59,7 +59,10 @@ decoded size plus the ``H x W x 3`` output (``benchmarks/decode_memory.py``).
 
 from __future__ import annotations
 
+import errno
 import functools
+import hashlib
+import io
 import os
 import stat
 import warnings
@@ -69,11 +72,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from .inventory import NotRegularFileError, describe_open_error, open_beneath
+
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "TIFF"})
 DEFAULT_MAX_PIXELS = 64_000_000
 DEFAULT_MIN_SIDE = 8
+DEFAULT_MAX_FILE_BYTES = 1 << 30  # 1 GiB: larger files are not read into memory (read_file_verified)
 DEFAULT_MAX_DECODED_BYTES = 1 << 30  # 1 GiB: width x height x samples per pixel x bytes per sample, from the header
 DEFAULT_MAX_ASPECT = 4.0  # longer side / shorter side; scoring squashes every image to a square
 DEFAULT_MAX_NONFINITE_FRACTION = 0.01  # share of NaN/inf values a float image may have
@@ -98,9 +104,65 @@ class ImageLoadError(Exception):
         super().__init__(f"{self.path}: {reason}")
 
 
+def read_file_verified(
+    root: str | os.PathLike,
+    relpath: str,
+    expected_sha256: str,
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+) -> bytes:
+    """Read ``root/relpath`` safely and return its bytes, if they are still the bytes the manifest listed.
+
+    A file can change between the manifest (listing and SHA-256) and decoding,
+    hours later in a cluster queue, or still be written by the microscope.  The
+    path is opened with :func:`wormflow.inventory.open_beneath`: each directory
+    relative to its parent's fd with ``O_NOFOLLOW``, the file with
+    ``O_NOFOLLOW | O_NONBLOCK`` and checked with ``fstat``, so a symbolic link
+    swapped in anywhere is refused (nothing outside ``root`` is read), a FIFO
+    cannot hang the job, and paths longer than ``PATH_MAX`` work.  A file larger
+    than ``max_bytes`` is refused before reading.  The bytes read are hashed;
+    a different SHA-256 raises ``ImageLoadError("changed after listing: ...")``.
+    Decode the result with ``decode_image(root / relpath, data=...)``, so that
+    exactly the verified bytes are decoded.
+    """
+    path = Path(root) / relpath
+    if not expected_sha256:
+        raise ValueError(f"{path}: no expected SHA-256 to verify against")
+    try:
+        fd = open_beneath(root, relpath)
+    except ValueError as exc:
+        raise ImageLoadError(path, f"unsafe path in the manifest: {exc}") from None
+    except FileNotFoundError:
+        raise ImageLoadError(path, "changed after listing: no longer exists (deleted or renamed)") from None
+    except NotRegularFileError as exc:
+        raise ImageLoadError(path, f"changed after listing: {exc.strerror}") from None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise ImageLoadError(path, f"changed after listing: {describe_open_error(exc)}") from None
+        raise ImageLoadError(path, f"cannot open file: {describe_open_error(exc)}") from None
+    try:
+        with open(fd, "rb") as fh:  # closes fd
+            size = os.fstat(fh.fileno()).st_size
+            if size > max_bytes:
+                raise ImageLoadError(path, f"file too large: {size} bytes, above the limit of {max_bytes} bytes (max_file_bytes)")
+            data = fh.read(size + 1)  # one allocation; a byte more than listed shows a file still growing
+            if len(data) > max_bytes:
+                raise ImageLoadError(path, f"file too large: grew beyond the limit of {max_bytes} bytes while being read")
+    except OSError as exc:
+        raise ImageLoadError(path, f"cannot read file: {exc.strerror or exc}") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected_sha256:
+        raise ImageLoadError(
+            path,
+            f"changed after listing: its SHA-256 is {actual[:12]}, the manifest recorded {expected_sha256[:12]} "
+            "(modified, replaced or still being written)",
+        )
+    return data
+
+
 def decode_image(
     path: str | os.PathLike,
     *,
+    data: bytes | bytearray | memoryview | io.BufferedIOBase | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_side: int = DEFAULT_MIN_SIDE,
     min_output_side: int | None = None,
@@ -109,6 +171,12 @@ def decode_image(
     max_nonfinite_fraction: float = DEFAULT_MAX_NONFINITE_FRACTION,
 ) -> np.ndarray:
     """Decode one image file into an ``(H, W, 3)`` ``uint8`` array (see module doc).
+
+    ``data``: the file's content (bytes, or a seekable binary file object) to
+    decode instead of opening ``path``, which then only names the image in
+    errors; the workflow passes the bytes :func:`read_file_verified` checked.
+    Without it, ``path`` is opened once (non-blocking; a FIFO, directory or
+    device is refused via ``fstat`` of that open file).
 
     ``min_output_side``: the caller only needs images this large (it resizes
     them down afterwards).  JPEGs are then decoded at the smallest DCT scale
@@ -127,16 +195,10 @@ def decode_image(
     limits = _Limits(max_pixels, min_side, max_decoded_bytes, max_aspect, max_nonfinite_fraction)
     path = Path(path)
     try:
-        st = path.stat()
-    except OSError as exc:
-        raise ImageLoadError(path, f"cannot stat file: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(st.st_mode):  # opening a FIFO would block, a device could be endless
-        raise ImageLoadError(path, "not a regular file")
-    if st.st_size == 0:
-        raise ImageLoadError(path, "empty file (0 bytes)")
-    try:
-        with open(path, "rb") as fh:
+        with _open_image(path, data) as fh:
             magic = fh.read(4)
+            if not magic:
+                raise ImageLoadError(path, "empty file (0 bytes)")
             fh.seek(0)
             if magic in _TIFF_MAGIC:
                 _check_frames(path, _tiff_frames(fh))
@@ -154,6 +216,55 @@ def decode_image(
         raise ImageLoadError(path, f"cannot read file: {exc.strerror or exc}") from None
     except Exception as exc:  # a hostile file must be quarantined, never crash the batch
         raise ImageLoadError(path, f"unreadable image: {type(exc).__name__}: {exc}") from None
+
+
+def _open_image(path: Path, data):
+    """A binary file object for ``data`` (bytes or a file object, left open) or for ``path`` (opened once here)."""
+    if data is not None:
+        if hasattr(data, "read"):
+            return _Unclosed(data)
+        return io.BytesIO(data)  # bytes are shared, not copied
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ImageLoadError(path, f"cannot open file: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+    except OSError as exc:
+        os.close(fd)
+        raise ImageLoadError(path, f"cannot stat file: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):  # a FIFO could block, a device be endless
+        os.close(fd)
+        raise ImageLoadError(path, "not a regular file")
+    return open(path, "rb", opener=lambda *_: fd)  # the checked fd, under the path's name (tifffile uses it)
+
+
+class _Unclosed(io.BufferedIOBase):
+    """A caller's file object, used in a ``with`` block without being closed."""
+
+    def __init__(self, fh):
+        self._fh = fh
+
+    def read(self, size=-1):
+        return self._fh.read(size)
+
+    def readinto(self, b):
+        return self._fh.readinto(b)
+
+    def seek(self, offset, whence=0):
+        return self._fh.seek(offset, whence)
+
+    def tell(self):
+        return self._fh.tell()
+
+    def seekable(self):
+        return True
+
+    def readable(self):
+        return True
+
+    def close(self):
+        pass
 
 
 class _PillowCannot(Exception):
