@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 from oddfiles import make_nested, remove_nested
 
-from wormflow import inventory, workflow
+from wormflow import atomic, inventory, workflow
 from wormflow.inventory import Entry, Manifest, build_manifest, scan, sha256_file, stat_fingerprint
 
 BAD_UTF8_NAME = b"bad\xff.png"
@@ -673,3 +674,110 @@ def test_manifest_summary_carries_the_newest_change(tree, tmp_path):
     summary = workflow.manifest_summary(tmp_path / "manifest.json")
     assert summary["newest_change_ns"] == m.newest_change_ns > 0
     assert summary["n_files"] == len(m.entries)
+
+
+# --- atomic writes: fsync errors fail the write, stale temps of dead writers are removed --------------
+
+
+def _fail_fsync(monkeypatch, *, files: int | None = None, directories: int | None = None) -> None:
+    """Make ``os.fsync`` (as used by wormflow.atomic) fail with the given errno for files and/or directories."""
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        code = directories if stat_is_dir(fd) else files
+        if code is not None:
+            raise OSError(code, os.strerror(code))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+
+
+def stat_is_dir(fd: int) -> bool:
+    return stat.S_ISDIR(os.fstat(fd).st_mode)
+
+
+@pytest.mark.parametrize("code", [errno.EIO, errno.ENOSPC])
+def test_a_failing_fsync_fails_the_write_and_keeps_the_old_file(tmp_path, monkeypatch, code):
+    target = tmp_path / "out" / "result.json"
+    atomic.atomic_write_text(target, "old")
+    _fail_fsync(monkeypatch, files=code)
+    with pytest.raises(OSError) as info:
+        atomic.atomic_write_text(target, "new")
+    assert info.value.errno == code
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["result.json"]  # no temp left behind
+
+
+def test_directory_fsync_is_best_effort_only_where_unsupported(tmp_path, monkeypatch):
+    target = tmp_path / "result.json"
+    _fail_fsync(monkeypatch, directories=errno.EINVAL)  # e.g. a file system without directory fsync
+    atomic.atomic_write_text(target, "written")
+    assert target.read_text() == "written"
+    _fail_fsync(monkeypatch, directories=errno.EIO)
+    with pytest.raises(OSError, match="Input/output error"):
+        atomic.atomic_write_text(target, "not durable")
+
+
+def test_temp_names_carry_the_writers_host_and_pid(tmp_path):
+    target = tmp_path / "scores.h5"
+    with atomic.atomic_path(target) as tmp:
+        name = tmp.name
+        tmp.write_bytes(b"x")
+        mode = tmp.stat().st_mode & 0o777
+    assert name.startswith(".scores.h5.") and name.endswith(".tmp")
+    assert f".{atomic.writer_host()}.{os.getpid()}." in name
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask  # shared with the lab like any file, not mkstemp's 0600
+    long_target = tmp_path / ("ü" * 120 + ".h5")  # 241 bytes: the temp name must still fit NAME_MAX
+    atomic.atomic_write_bytes(long_target, b"y")
+    assert long_target.read_bytes() == b"y"
+
+
+WRITER = """
+import sys, time
+from wormflow.atomic import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_bytes(b"half of a large store" * 1000)
+    print(tmp, flush=True)
+    time.sleep(120)
+"""
+
+
+def test_remove_stale_temps_removes_temps_of_a_killed_writer_and_nothing_else(tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(atomic.__file__).resolve().parents[1])}
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(out / "shard.h5")], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        killed_temp = Path(writer.stdout.readline().strip())
+    finally:
+        writer.kill()  # SIGKILL: no cleanup runs
+        writer.wait(timeout=30)
+    assert killed_temp.exists() and killed_temp.parent == out
+
+    host = atomic.writer_host()
+    old = time.time() - 3 * 86400
+    other_old = out / ".a.h5.otherhost-pidns1.4242.0123abcd.tmp"
+    other_new = out / ".b.h5.otherhost-pidns1.4242.89abcdef.tmp"
+    for path in (other_old, other_new):
+        path.write_bytes(b"from a job on another node")
+    os.utime(other_old, (old, old))
+    unrelated = [out / ".keep.tmp", out / "notes.tmp", out / f".c.h5.{host}.{writer.pid}.0123abcd.txt"]
+    for path in unrelated:
+        path.write_bytes(b"not a temp of this scheme")
+        os.utime(path, (old, old))
+    os.symlink("/etc/passwd", out / f".d.h5.{host}.{writer.pid}.0123abcd.tmp")  # never a link
+    nested = out / "sub" / killed_temp.name
+    nested.parent.mkdir()
+    nested.write_bytes(b"x")
+
+    with atomic.atomic_path(out / "live.h5") as live:  # this process is alive: its temp stays
+        live.write_bytes(b"being written")
+        removed = atomic.remove_stale_temps(out, min_age_s=2 * 86400)
+        assert live.exists()
+    assert sorted(removed) == sorted([killed_temp, other_old])
+    assert not killed_temp.exists() and not other_old.exists()
+    assert other_new.exists() and all(p.exists() for p in unrelated) and nested.exists()
+    assert (out / f".d.h5.{host}.{writer.pid}.0123abcd.tmp").is_symlink()
+    assert atomic.remove_stale_temps(out, recursive=True) == [nested]
