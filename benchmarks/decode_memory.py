@@ -1,26 +1,32 @@
 #!/usr/bin/env python3
 """Peak memory of decoding one worst-case legal image, per image, in a fresh process each.
 
-    python benchmarks/decode_memory.py [--megapixels 16] [--json out.json]
+    python benchmarks/decode_memory.py [--megapixels 16] [--mode path|bytes] [--only NAME ...]
+                                       [--code DIR] [--json out.json]
 
 Builds, in a temporary directory, images that are legal (within the decode
 limits) but expensive to decode: a 16-bit RGB TIFF, a float32 RGB TIFF, a
 16-bit grayscale PNG, an 8-bit RGB PNG, a 4-sample float32 TIFF sized just
-under the byte limit it is decoded with, and a hostile 400-sample TIFF (a few
-hundred kB of zlib-compressed zeros that used to decode to hundreds of MB).
+under the byte limit it is decoded with (at ``--megapixels 64`` that is
+1 GB, just under the default 1 GiB), and a hostile 400-sample TIFF (a few
+hundred kB of zlib-compressed zeros that used to decode to 312 MB).
+
 Each image is decoded with :func:`wormflow.imageio.decode_image` in a fresh
-subprocess (and built in another one: a child inherits its parent's
-``ru_maxrss``, so the parent must stay small); the peak is ``getrusage(RUSAGE_SELF).ru_maxrss`` after decoding
-minus the same value just before (after the imports and a warm-up decode of
-a tiny image of the same kind, so lazily imported codecs count in the
-baseline, not the image).  ``decoded`` is the size the header announces:
-width x height x samples per pixel x bytes per sample.
+subprocess (the images are built in another one: a child inherits its
+parent's ``ru_maxrss``, so the parent must stay small).  The peak is
+``getrusage(RUSAGE_SELF).ru_maxrss`` after decoding minus the same value just
+before (after the imports and a warm-up decode of a tiny image of the same
+kind, so that lazily imported codecs count in the baseline, not the image).
+``decoded`` is the size the header announces: width x height x samples per
+pixel x bytes per sample.
 
 ``--mode bytes`` reads the file first with ``read_file_verified`` (the
 pipeline's no-follow, hash-checked read) and decodes from those bytes; the
-file's bytes then count in the peak too.  Older code without these keywords
-is measured with the path only (the script adapts to the signature, so the
-same script measures the code before and after a change).
+file's bytes then count in the peak too.  ``--code DIR`` measures the
+``wormflow`` package in ``DIR`` instead of this checkout's (e.g.
+``git archive <old commit> wormflow | tar -x -C DIR``); keywords the measured
+code does not have are left out, so one script measures before and after a
+change.
 """
 
 from __future__ import annotations
@@ -50,8 +56,8 @@ def _side(megapixels: float, aspect: float = 1.0) -> tuple[int, int]:
     return height, int(n // height)
 
 
-def build(directory: Path, megapixels: float) -> list[dict]:
-    """Write the benchmark images; return one dict per case (name, path, decoded bytes, extra decode kwargs)."""
+def build(directory: Path, megapixels: float, only: list[str] | None = None) -> list[dict]:
+    """Write the benchmark images (those named in ``only``, default all); return one dict per case."""
     import numpy as np
     import tifffile
     from PIL import Image
@@ -60,56 +66,69 @@ def build(directory: Path, megapixels: float) -> list[dict]:
     ramp16 = (np.arange(h * w, dtype=np.uint32) % 65521).astype(np.uint16).reshape(h, w)
     cases = []
 
-    def case(name: str, path: Path, decoded: int, what: str, **kwargs) -> None:
-        cases.append({"name": name, "path": str(path), "decoded_bytes": decoded, "what": what, "kwargs": kwargs})
+    def planes(n: int, dtype) -> np.ndarray:
+        return np.stack([ramp16, ramp16[::-1], ramp16[:, ::-1], ramp16][:n], axis=-1).astype(dtype)
 
-    path = directory / "rgb16.tif"
-    tifffile.imwrite(path, np.stack([ramp16, ramp16[::-1], ramp16[:, ::-1]], axis=-1), photometric="rgb")
-    case("rgb16.tif", path, h * w * 3 * 2, f"{w}x{h} 16-bit RGB TIFF (tifffile path)")
+    def case(name: str, decoded: int, what: str, write, **kwargs) -> None:
+        if only and name not in only:
+            return
+        path = directory / name
+        write(path)
+        sha = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                sha.update(chunk)
+        cases.append(
+            {"name": name, "path": str(path), "sha256": sha.hexdigest(), "decoded_bytes": decoded, "what": what, "kwargs": kwargs}
+        )
 
-    path = directory / "rgb_float32.tif"
-    tifffile.imwrite(path, np.stack([ramp16, ramp16[::-1], ramp16[:, ::-1]], axis=-1).astype(np.float32), photometric="rgb")
-    case("rgb_float32.tif", path, h * w * 3 * 4, f"{w}x{h} float32 RGB TIFF (tifffile path)")
-
-    path = directory / "gray16.png"
-    Image.fromarray(ramp16).save(path, compress_level=1)
-    case("gray16.png", path, h * w * 2, f"{w}x{h} 16-bit grayscale PNG (Pillow path)")
-
-    path = directory / "rgb8.png"
-    rgb8 = np.stack([(ramp16 & 0xFF).astype(np.uint8)] * 3, axis=-1)
-    Image.fromarray(rgb8).save(path, compress_level=1)
-    case("rgb8.png", path, h * w * 3, f"{w}x{h} 8-bit RGB PNG (Pillow path)")
-    del rgb8
-
-    path = directory / "rgba_float32.tif"
-    decoded = h * w * 4 * 4
-    tifffile.imwrite(
-        path,
-        np.stack([ramp16, ramp16[::-1], ramp16[:, ::-1], ramp16], axis=-1).astype(np.float32),
-        photometric="rgb",
-        extrasamples=["unassalpha"],
+    case(
+        "rgb16.tif",
+        h * w * 3 * 2,
+        f"{w}x{h} 16-bit RGB TIFF (tifffile path)",
+        lambda p: tifffile.imwrite(p, planes(3, np.uint16), photometric="rgb"),
     )
     case(
+        "rgb_float32.tif",
+        h * w * 3 * 4,
+        f"{w}x{h} float32 RGB TIFF (tifffile path)",
+        lambda p: tifffile.imwrite(p, planes(3, np.float32), photometric="rgb"),
+    )
+    case(
+        "gray16.png",
+        h * w * 2,
+        f"{w}x{h} 16-bit grayscale PNG (Pillow path)",
+        lambda p: Image.fromarray(ramp16).save(p, compress_level=1),
+    )
+    case(
+        "rgb8.png",
+        h * w * 3,
+        f"{w}x{h} 8-bit RGB PNG (Pillow path)",
+        lambda p: Image.fromarray(planes(3, np.uint8)).save(p, compress_level=1),
+    )
+    decoded = h * w * 4 * 4
+    case(
         "rgba_float32.tif",
-        path,
         decoded,
         f"{w}x{h} float32 RGBA TIFF, decoded with max_decoded_bytes = decoded size + 1 % (just under the limit)",
+        lambda p: tifffile.imwrite(p, planes(4, np.float32), photometric="rgb", extrasamples=["unassalpha"]),
         max_decoded_bytes=decoded + decoded // 100,
     )
-    del ramp16
-
     # The hostile case: 400 samples per pixel, zlib-compressed zeros, within max_pixels.
     hh, ww = 800, 1024
-    path = directory / "samples400.tif"
-    with tifffile.TiffWriter(path) as tw:
-        tw.write(
+    case(
+        "samples400.tif",
+        hh * ww * 400,
+        f"{ww}x{hh} x 400 samples, 8-bit, zlib (hostile)",
+        lambda p: tifffile.imwrite(
+            p,
             np.zeros((hh, ww, 400), dtype=np.uint8),
             photometric="minisblack",
             planarconfig="contig",
             compression="zlib",
             rowsperstrip=8,
-        )
-    case("samples400.tif", path, hh * ww * 400, f"{ww}x{hh} x 400 samples, 8-bit, zlib (hostile)")
+        ),
+    )
     return cases
 
 
@@ -130,9 +149,9 @@ def _tiny(case_name: str, directory: Path) -> Path:
     return path
 
 
-def child(case: dict, mode: str) -> dict:
+def child(case: dict, mode: str, code: Path) -> dict:
     """Run in the fresh subprocess: warm up, measure one decode."""
-    sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(code))
     import numpy  # noqa: F401
     import PIL.Image  # noqa: F401
     import tifffile  # noqa: F401
@@ -150,14 +169,13 @@ def child(case: dict, mode: str) -> dict:
             imageio.decode_image(tiny)
         if mode == "bytes":
             sha = hashlib.sha256(tiny.read_bytes()).hexdigest()
-            imageio.read_file_verified(tiny.parent, tiny.name, sha, max_bytes=1 << 40)
-        sha = hashlib.sha256(path.read_bytes()).hexdigest() if mode == "bytes" else ""
+            imageio.decode_image(tiny, data=imageio.read_file_verified(tiny.parent, tiny.name, sha, max_bytes=1 << 40))
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     result = {}
     try:
         if mode == "bytes":
-            data = imageio.read_file_verified(path.parent, path.name, sha, max_bytes=1 << 40)
+            data = imageio.read_file_verified(path.parent, path.name, case["sha256"], max_bytes=1 << 40)
             arr = imageio.decode_image(path, data=data, **kwargs)
         else:
             arr = imageio.decode_image(path, **kwargs)
@@ -171,9 +189,9 @@ def child(case: dict, mode: str) -> dict:
     return result
 
 
-def run_case(case: dict, mode: str) -> dict:
+def run_case(case: dict, mode: str, code: Path) -> dict:
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(case), "--mode", mode],
+        [sys.executable, __file__, "--child", json.dumps(case), "--mode", mode, "--code", str(code)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -183,20 +201,32 @@ def run_case(case: dict, mode: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _git_commit(directory: Path) -> str:
+    proc = subprocess.run(["git", "-C", str(directory), "describe", "--always", "--dirty"], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else "(not a git checkout)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--megapixels", type=float, default=16.0, help="pixels per image, in millions (default 16)")
     ap.add_argument("--mode", choices=("path", "bytes"), default="path", help="decode from the path, or from verified bytes")
     ap.add_argument("--only", nargs="*", help="case names to run (default: all)")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument(
+        "--code",
+        type=Path,
+        default=REPO,
+        help="directory holding the wormflow package to measure (default: this checkout; e.g. an older commit's "
+        "`git archive` to measure before a change)",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--build", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(json.loads(args.child), args.mode)))
+        print(json.dumps(child(json.loads(args.child), args.mode, args.code)))
         return
     if args.build:
-        print(json.dumps(build(Path(args.build), args.megapixels)))
+        print(json.dumps(build(Path(args.build), args.megapixels, args.only)))
         return
     rows = []
     with tempfile.TemporaryDirectory(prefix="decode-memory-") as d:
@@ -204,7 +234,15 @@ def main() -> None:
         # Built in a subprocess: a child inherits its parent's peak RSS (ru_maxrss survives fork and exec),
         # so this process must stay small for the children's baselines to be theirs.
         out = subprocess.run(
-            [sys.executable, __file__, "--build", d, "--megapixels", str(args.megapixels)],
+            [
+                sys.executable,
+                __file__,
+                "--build",
+                d,
+                "--megapixels",
+                str(args.megapixels),
+                *(["--only", *args.only] if args.only else []),
+            ],
             capture_output=True,
             text=True,
             check=True,
@@ -214,9 +252,7 @@ def main() -> None:
             f"built {len(cases)} images in {time.perf_counter() - t0:.1f} s; decoding each in a fresh process (--mode {args.mode})"
         )
         for case in cases:
-            if args.only and case["name"] not in args.only:
-                continue
-            res = run_case(case, args.mode)
+            res = run_case(case, args.mode, args.code.resolve())
             size = os.path.getsize(case["path"])
             row = {"name": case["name"], "what": case["what"], "file_bytes": size, "decoded_bytes": case["decoded_bytes"], **res}
             if "peak_delta_bytes" in res:
@@ -233,9 +269,19 @@ def main() -> None:
             f"{r['peak_over_decoded']:>13.2f} {r['seconds']:>6.2f}  {r['result'][:90]}"
         )
     if args.json:
+        import numpy
+        import PIL
+        import tifffile
+
         meta = {
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "code": str(args.code.resolve()),
+            "code_commit": _git_commit(args.code),
             "python": platform.python_version(),
+            "numpy": numpy.__version__,
+            "pillow": PIL.__version__,
+            "tifffile": tifffile.__version__,
+            "cpu": platform.processor() or platform.machine(),
             "machine": platform.machine(),
             "megapixels": args.megapixels,
             "mode": args.mode,
