@@ -244,6 +244,7 @@ def regular_user_prefix() -> list[str]:
     return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
 
 
+@pytest.mark.timeout(60)
 def test_permission_errors_are_quarantined_with_their_reason_not_dropped(tmp_path):
     """A file in a readable but not searchable directory used to drop out silently (n_files shrank)."""
     root = tmp_path / "batch"
@@ -744,6 +745,7 @@ with atomic_path(sys.argv[1]) as tmp:
 """
 
 
+@pytest.mark.timeout(60)
 def test_remove_stale_temps_removes_temps_of_a_killed_writer_and_nothing_else(tmp_path):
     out = tmp_path / "results"
     out.mkdir()
