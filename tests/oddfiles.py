@@ -17,6 +17,7 @@ by their real range must give exactly ``k``.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -150,9 +151,19 @@ def _valid_files(d: Path) -> dict[str, ValidFile]:
     jpeg_with_orientation(src, d / "exif_orientation6.jpg", 6)
     valid["exif_orientation6.jpg"] = ValidFile(np.rot90(src, -1), max_mean_abs_diff=3.0, max_abs_diff=24)
 
-    cols = np.arange(2000)
-    wide = np.stack(np.broadcast_arrays(cols % 256, np.arange(40)[:, None] * 6, (cols // 8) % 256), axis=-1)
-    png("wide_2000x40.png", wide.astype(np.uint8))
+    png("wide_4to1.png", noisy_rgb(16, 64, seed=6))  # exactly the default max_aspect: scored
+
+    src = noisy_rgb(32, 32, seed=7)
+    with tifffile.TiffWriter(d / "thumbnail_subifd.tif") as tw:  # one image; its thumbnail is a sub-IFD
+        tw.write(src, photometric="rgb", subifds=1)
+        tw.write(src[::4, ::4], photometric="rgb", subfiletype=1)
+    valid["thumbnail_subifd.tif"] = ValidFile(src)
+
+    k = np.stack([ramp_k(16, 16), ramp_k(16, 16).T, ramp_k(16, 16)[::-1]], axis=-1)
+    with tifffile.TiffWriter(d / "thumbnail_page16.tif") as tw:  # second page: a reduced-resolution copy
+        tw.write((100 + 3 * k).astype(np.uint16), photometric="rgb")
+        tw.write((100 + 3 * k[::2, ::2]).astype(np.uint16), photometric="rgb", subfiletype=1)
+    valid["thumbnail_page16.tif"] = ValidFile(k.astype(np.uint8))
 
     for seed, name in enumerate((NAME_SPACE, NAME_UNICODE, NAME_QUOTES, NAME_HTML), start=10):
         png(name, noisy_rgb(12, 14, seed=seed))
@@ -202,6 +213,37 @@ def _bad_files(d: Path) -> dict[str, str]:
     data[offset + 2 : offset + count] = bytes(i % 251 for i in range(count - 2))  # keep the zlib header, garble the stream
     path.write_bytes(bytes(data))
     bad["corrupt_strip.tif"] = "corrupt"
+
+    cols = np.arange(2000)
+    wide = np.stack(np.broadcast_arrays(cols % 256, np.arange(40)[:, None] * 6, (cols // 8) % 256), axis=-1)
+    _save_png(wide.astype(np.uint8), d / "wide_2000x40.png")
+    bad["wide_2000x40.png"] = "extreme aspect ratio: 2000x40 is 50.0:1"
+
+    first, *rest = (Image.fromarray(noisy_rgb(16, 16, seed=35 + i)) for i in range(3))
+    first.save(d / "animated.png", format="PNG", save_all=True, append_images=rest)
+    bad["animated.png"] = "multi-frame image (3 frames/pages)"
+
+    with tifffile.TiffWriter(d / "multipage.tif") as tw:
+        for i in range(2):
+            tw.write(noisy_rgb(16, 16, seed=38 + i), photometric="rgb")
+    bad["multipage.tif"] = "multi-frame image (2 frames/pages)"
+
+    mostly_nan = np.full((16, 16), np.nan, dtype=np.float32)
+    mostly_nan[3, 4] = 1.0
+    tifffile.imwrite(d / "mostly_nan.tif", mostly_nan)
+    bad["mostly_nan.tif"] = "too many non-finite pixel values"
+
+    tifffile.imwrite(  # 2 MB of zeros in 64x80 pixels: a few kB on disk
+        d / "samples400.tif",
+        np.zeros((64, 80, 400), dtype=np.uint8),
+        photometric="minisblack",
+        planarconfig="contig",
+        compression="zlib",
+    )
+    bad["samples400.tif"] = "400 samples per pixel"
+
+    tifffile.imwrite(d / "cmyk16.tif", np.zeros((16, 16, 4), dtype=np.uint16), photometric="separated")
+    bad["cmyk16.tif"] = "unsupported TIFF colour model SEPARATED"
     return bad
 
 
@@ -210,3 +252,42 @@ def make_odd_and_bad_files(directory) -> dict:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     return {"valid": _valid_files(d), "bad": _bad_files(d)}
+
+
+def make_nested(root, names: list[str], filename: str, data: bytes) -> str:
+    """Create ``root/names[0]/.../names[-1]/filename`` through directory file descriptors; return its relpath.
+
+    Works where the full path is longer than PATH_MAX or too deep for recursive tools.
+    """
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in names:
+            os.mkdir(name, dir_fd=fd)
+            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        file_fd = os.open(filename, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=fd)
+        os.write(file_fd, data)
+        os.close(file_fd)
+    finally:
+        os.close(fd)
+    return "/".join([*names, filename])
+
+
+def remove_nested(root, names: list[str]) -> None:
+    """Remove what :func:`make_nested` created (deepest first, through file descriptors, without recursion)."""
+    fds = [os.open(root, os.O_RDONLY | os.O_DIRECTORY)]
+    try:
+        for name in names:
+            try:
+                fds.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fds[-1]))
+            except FileNotFoundError:
+                break
+        for depth in range(len(fds) - 1, 0, -1):
+            for entry in os.listdir(fds[depth]):  # files only: the next level is already gone
+                os.unlink(entry, dir_fd=fds[depth])
+            os.close(fds.pop())
+            os.rmdir(names[depth - 1], dir_fd=fds[-1])
+    finally:
+        for fd in fds:
+            os.close(fd)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import os
+import struct
 import tempfile
 import time
 import tracemalloc
@@ -14,9 +17,11 @@ from oddfiles import (
     blocky_rgb,
     bomb_png_bytes,
     jpeg_with_orientation,
+    make_nested,
     make_odd_and_bad_files,
     noisy_rgb,
     ramp_k,
+    remove_nested,
     rgb3,
 )
 from PIL import Image, ImageFile, ImageOps
@@ -254,7 +259,7 @@ def test_constant_16bit_image_decodes_to_black(tmp_path):
 
 
 def test_missing_file_is_an_image_load_error(tmp_path):
-    with pytest.raises(ImageLoadError, match="cannot stat file") as info:
+    with pytest.raises(ImageLoadError, match="cannot open file: No such file or directory") as info:
         decode_image(tmp_path / "absent.png")
     assert info.value.path == str(tmp_path / "absent.png")
 
@@ -365,3 +370,381 @@ def test_jpeg_draft_decode_keeps_the_requested_size_and_content(tmp_path):
     png = tmp_path / "big.png"
     Image.fromarray(smooth).save(png)
     assert decode_image(png, min_output_side=224).shape == (1000, 1300, 3)  # only JPEGs are drafted
+
+
+# --- decode memory: bounded by bytes, not only pixels ------------------------------------------------
+
+
+def _write_kind(path, kind: str, height: int = 32, width: int = 48) -> int:
+    """Write a ``kind`` image of ``height`` x ``width``; return its decoded size from the header (W x H x samples x bytes)."""
+    k = ramp_k(height, width)
+    if kind == "rgb8.png":
+        Image.fromarray(rgb3(k)).save(path)
+        return height * width * 3
+    if kind == "gray16.png":
+        Image.fromarray((300 + 100 * k).astype(np.uint16)).save(path)
+        return height * width * 2
+    if kind == "rgb16.tif":
+        tifffile.imwrite(path, rgb3(k).astype(np.uint16) * 200, photometric="rgb")
+        return height * width * 3 * 2
+    if kind == "float32.tif":
+        tifffile.imwrite(path, (rgb3(k) / 7).astype(np.float32), photometric="rgb")
+        return height * width * 3 * 4
+    raise ValueError(kind)
+
+
+DECODE_KINDS = ("rgb8.png", "gray16.png", "rgb16.tif", "float32.tif")
+
+
+def test_default_max_decoded_bytes_is_one_gib():
+    assert imageio.DEFAULT_MAX_DECODED_BYTES == 1 << 30
+    assert inspect.signature(decode_image).parameters["max_decoded_bytes"].default == imageio.DEFAULT_MAX_DECODED_BYTES
+
+
+@pytest.mark.parametrize("kind", DECODE_KINDS)
+def test_max_decoded_bytes_is_checked_from_the_header(tmp_path, spy_on_pixel_decoding, kind):
+    path = tmp_path / kind
+    decoded = _write_kind(path, kind)
+    assert decode_image(path, max_decoded_bytes=decoded).shape == (32, 48, 3)  # exactly at the limit: decoded
+    decoding_calls = spy_on_pixel_decoding()
+    with pytest.raises(ImageLoadError, match=rf"decodes to {decoded} bytes .*exceeds the limit of {decoded - 1} bytes") as info:
+        decode_image(path, max_decoded_bytes=decoded - 1)
+    assert "48x32" in info.value.reason
+    assert decoding_calls == []
+
+
+@pytest.mark.parametrize("samples", [5, 400])
+def test_too_many_samples_per_pixel_are_refused_from_the_header(tmp_path, spy_on_pixel_decoding, samples):
+    """400 samples of zlib-compressed zeros: a small file within max_pixels that decoded to hundreds of MB."""
+    path = tmp_path / f"samples{samples}.tif"
+    tifffile.imwrite(
+        path, np.zeros((64, 80, samples), dtype=np.uint8), photometric="minisblack", planarconfig="contig", compression="zlib"
+    )
+    decoding_calls = spy_on_pixel_decoding()
+    with pytest.raises(ImageLoadError, match=rf"{samples} samples per pixel: at most 4"):
+        decode_image(path)
+    assert decoding_calls == []
+
+
+@pytest.mark.parametrize("kind", DECODE_KINDS)
+def test_decoding_peak_memory_is_a_small_multiple_of_the_decoded_size(tmp_path, monkeypatch, kind):
+    """Traced (numpy and Python) allocations while decoding stay below twice the header's decoded size.
+
+    Conversions work in blocks (made small here, so that the image spans many of them): no full-size float64 copy.
+    """
+    monkeypatch.setattr(imageio, "CONVERT_BLOCK_ELEMENTS", 4096, raising=False)
+    path = tmp_path / kind
+    decoded = _write_kind(path, kind, 192, 256)
+    output = 192 * 256 * 3
+    decode_image(path)  # warm up: lazy imports and codec set-up are not the image's cost
+    tracemalloc.start()
+    try:
+        rgb = decode_image(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rgb.shape == (192, 256, 3)
+    assert peak < 2 * max(decoded, output), f"peak {peak} bytes for {decoded} decoded bytes"
+
+
+def test_scale_to_uint8_results_do_not_depend_on_the_block_size(monkeypatch):
+    rng = np.random.default_rng(8)
+    data = rng.normal(size=(37, 29, 3)).astype(np.float32)
+    data[rng.random(data.shape) < 0.005] = np.nan
+    data[0, 0, 0] = np.inf
+    original = data.copy()
+    whole = scale_to_uint8(data)
+    monkeypatch.setattr(imageio, "CONVERT_BLOCK_ELEMENTS", 7)
+    assert np.array_equal(scale_to_uint8(data), whole)
+    assert np.array_equal(data, original, equal_nan=True)  # the caller's array is left untouched
+
+
+@pytest.mark.parametrize("layout", ["gray16", "gray16+alpha", "float32"])
+def test_16bit_and_float_miniswhite_tiffs_are_inverted_like_8bit_ones(tmp_path, layout):
+    """MINISWHITE means 0 is white: Pillow inverts 8-bit files; deeper ones (either reader) must not differ."""
+    k = ramp_k(16, 16)
+    data = (1000 + 10 * k).astype(np.float32 if layout == "float32" else np.uint16)
+    kwargs = {}
+    if layout == "gray16+alpha":  # Pillow cannot open this one: the tifffile path
+        data = np.stack([data, np.full_like(data, 65535)], axis=-1)
+        kwargs = {"extrasamples": ["unassalpha"], "planarconfig": "contig"}
+    path = tmp_path / f"{layout}.tif"
+    tifffile.imwrite(path, data, photometric="miniswhite", **kwargs)
+    assert np.array_equal(decode_image(path), rgb3(255 - k))
+
+
+def test_a_16bit_colour_model_other_than_gray_or_rgb_is_refused(tmp_path):
+    path = tmp_path / "cmyk16.tif"
+    tifffile.imwrite(path, np.zeros((16, 16, 4), dtype=np.uint16), photometric="separated")
+    with pytest.raises(ImageLoadError, match="unsupported TIFF colour model SEPARATED with 16-bit samples"):
+        decode_image(path)
+
+
+# --- explicit policies: multi-frame files, extreme aspect ratios, mostly non-finite data -------------
+
+
+def _frames(n: int, size: int = 16) -> list[Image.Image]:
+    return [Image.fromarray(noisy_rgb(size, size, seed=40 + i)) for i in range(n)]
+
+
+def _write_multi_frame(path, kind: str) -> int:
+    """Write a multi-frame file of ``kind``; return its number of frames/pages."""
+    if kind == "apng":
+        first, *rest = _frames(3)
+        first.save(path, format="PNG", save_all=True, append_images=rest)
+        return 3
+    if kind == "tiff8":  # Pillow reads these
+        with tifffile.TiffWriter(path) as tw:
+            for i in range(2):
+                tw.write(noisy_rgb(16, 16, seed=50 + i), photometric="rgb")
+        return 2
+    if kind == "tiff16":  # tifffile reads these
+        with tifffile.TiffWriter(path) as tw:
+            for i in range(4):
+                tw.write(np.full((16, 16, 3), 1000 * i, dtype=np.uint16), photometric="rgb")
+        return 4
+    if kind == "mpo":
+        first, *rest = _frames(2)
+        first.save(path, format="MPO", save_all=True, append_images=rest)
+        return 2
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["apng", "tiff8", "tiff16", "mpo"])
+def test_multi_frame_files_are_refused_not_scored_by_their_first_frame(tmp_path, spy_on_pixel_decoding, kind):
+    path = tmp_path / f"multi.{kind}"
+    n = _write_multi_frame(path, kind)
+    decoding_calls = spy_on_pixel_decoding()
+    with pytest.raises(ImageLoadError) as info:
+        decode_image(path)
+    assert info.value.reason == f"multi-frame image ({n} frames/pages): not scored; save one image per file"
+    assert decoding_calls == []
+
+
+def test_a_tiff_with_a_sub_ifd_thumbnail_is_one_image(tmp_path):
+    src = noisy_rgb(32, 32, seed=60)
+    path = tmp_path / "thumb_subifd.tif"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(src, photometric="rgb", subifds=1)
+        tw.write(src[::4, ::4], photometric="rgb", subfiletype=1)  # stored as the first page's sub-IFD
+    assert np.array_equal(decode_image(path), src)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_a_tiff_with_a_reduced_resolution_second_page_is_one_image(tmp_path, dtype):
+    k = np.stack([ramp_k(32, 32)] * 3, axis=-1)
+    path = tmp_path / "thumb_page.tif"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(k.astype(dtype), photometric="rgb")
+        tw.write(k[::4, ::4].astype(dtype), photometric="rgb", subfiletype=1)  # NewSubfileType: reduced-resolution copy
+    assert np.array_equal(decode_image(path), k.astype(np.uint8))
+
+
+def test_an_mpo_whose_other_image_is_a_large_thumbnail_is_one_image(tmp_path):
+    """Cameras store a preview ("Large Thumbnail") as a second MPO image: the primary image is scored."""
+    path = tmp_path / "preview.mpo"
+    first, second = _frames(2, size=24)
+    first.save(path, format="MPO", save_all=True, append_images=[second])
+    with Image.open(path) as im:
+        entry = im.mpinfo[0xB002][1]
+    data = path.read_bytes()
+    for fmt in (">IIIHH", "<IIIHH"):  # the second MP entry: attribute (0: undefined), size, offset, dependencies
+        old = struct.pack(fmt, 0, entry["Size"], entry["DataOffset"], 0, 0)
+        if data.count(old) == 1:
+            path.write_bytes(data.replace(old, struct.pack(fmt, 0x010001, entry["Size"], entry["DataOffset"], 0, 0)))
+            break
+    else:
+        raise AssertionError("MP entry not found")
+    with Image.open(path) as im:
+        assert "Thumbnail" in im.mpinfo[0xB002][1]["Attribute"]["MPType"]
+    assert decode_image(path).shape == (24, 24, 3)
+
+
+def test_extreme_aspect_ratio_is_refused_from_the_header(tmp_path, spy_on_pixel_decoding):
+    path = tmp_path / "wide.png"
+    Image.fromarray(noisy_rgb(40, 2000, seed=61)).save(path)
+    decoding_calls = spy_on_pixel_decoding()
+    with pytest.raises(ImageLoadError, match=r"extreme aspect ratio: 2000x40 is 50\.0:1, above the limit of 4:1 \(max_aspect\)"):
+        decode_image(path)
+    assert decoding_calls == []
+
+
+def test_extreme_aspect_ratio_is_refused_on_the_tifffile_path_too(tmp_path):
+    path = tmp_path / "tall16.tif"
+    tifffile.imwrite(path, np.zeros((100, 20, 3), dtype=np.uint16), photometric="rgb")
+    with pytest.raises(ImageLoadError, match=r"20x100 is 5\.0:1, above the limit of 4:1"):
+        decode_image(path)
+
+
+def test_max_aspect_is_inclusive_and_configurable(tmp_path):
+    path = tmp_path / "four_to_one.png"
+    Image.fromarray(noisy_rgb(16, 64, seed=62)).save(path)
+    assert decode_image(path).shape == (16, 64, 3)
+    with pytest.raises(ImageLoadError, match="aspect ratio"):
+        decode_image(path, max_aspect=3.5)
+    wide = tmp_path / "wide.png"
+    Image.fromarray(noisy_rgb(8, 400, seed=63)).save(wide)
+    assert decode_image(wide, max_aspect=50).shape == (8, 400, 3)
+    assert decode_image(wide, max_aspect=None).shape == (8, 400, 3)
+
+
+@pytest.mark.parametrize("layout", ["gray", "rgb"])  # gray float: Pillow ("F"); RGB float: tifffile
+def test_a_float_image_that_is_mostly_nan_is_refused(tmp_path, layout):
+    data = np.full((16, 16) if layout == "gray" else (16, 16, 3), np.nan, dtype=np.float32)
+    data[3, 4] = 1.0  # one finite pixel: scaled, the image would be all black
+    path = tmp_path / f"nan_{layout}.tif"
+    tifffile.imwrite(path, data, photometric="minisblack" if layout == "gray" else "rgb")
+    n = data.size
+    with pytest.raises(ImageLoadError) as info:
+        decode_image(path)
+    finite = 1 if layout == "gray" else 3
+    assert info.value.reason == (
+        f"too many non-finite pixel values: {n - finite} of {n} ({100 * (n - finite) / n:.1f} %) are NaN or infinite, "
+        "above the limit of 1 % (max_nonfinite_fraction)"
+    )
+
+
+def test_non_finite_limit_is_a_keyword_and_a_few_nans_stay_allowed(tmp_path):
+    k = ramp_k(16, 32)
+    data = (k / 255.0).astype(np.float32)
+    data[0, :5] = np.nan  # 5 of 512 values: 0.98 %
+    path = tmp_path / "some_nan.tif"
+    tifffile.imwrite(path, data)
+    expected = k.copy()
+    expected[0, :5] = 0
+    assert np.array_equal(decode_image(path), rgb3(expected))
+    with pytest.raises(ImageLoadError, match="5 of 512"):
+        decode_image(path, max_nonfinite_fraction=0.005)
+    mostly = np.full((16, 16), np.inf, dtype=np.float32)
+    mostly[0, 0] = 2.0
+    tifffile.imwrite(tmp_path / "mostly_inf.tif", mostly)
+    assert decode_image(tmp_path / "mostly_inf.tif", max_nonfinite_fraction=1.0).shape == (16, 16, 3)
+
+
+# --- verified reads: no-follow, non-blocking, hash-checked -------------------------------------------
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def batch(tmp_path):
+    root = tmp_path / "batch"
+    (root / "sub").mkdir(parents=True)
+    Image.fromarray(noisy_rgb(12, 16, seed=70)).save(root / "sub" / "img.png")
+    return root
+
+
+def test_read_file_verified_returns_the_bytes_and_decoding_them_matches_the_path(batch):
+    data = (batch / "sub" / "img.png").read_bytes()
+    got = imageio.read_file_verified(batch, "sub/img.png", _sha(data), max_bytes=len(data))
+    assert got == data
+    assert np.array_equal(decode_image(batch / "sub" / "img.png", data=got), decode_image(batch / "sub" / "img.png"))
+    with open(batch / "sub" / "img.png", "rb") as fh:  # a file object works too
+        assert np.array_equal(decode_image(batch / "sub" / "img.png", data=fh), decode_image(batch / "sub" / "img.png"))
+
+
+def test_decoding_from_bytes_names_the_path_in_errors(tmp_path):
+    path = tmp_path / "named.png"
+    with pytest.raises(ImageLoadError, match="empty file") as info:
+        decode_image(path, data=b"")
+    assert info.value.path == str(path)
+    with pytest.raises(ImageLoadError, match="not an image"):
+        decode_image(path, data=b"GIF89a? no: just text")
+
+
+def test_a_file_changed_after_listing_is_refused(batch):
+    path = batch / "sub" / "img.png"
+    listed = _sha(path.read_bytes())
+    Image.fromarray(noisy_rgb(12, 16, seed=71)).save(path)  # rewritten (or still being written) after the manifest
+    with pytest.raises(ImageLoadError, match="changed after listing: its SHA-256 is [0-9a-f]{12}, the manifest recorded") as info:
+        imageio.read_file_verified(batch, "sub/img.png", listed, max_bytes=1 << 20)
+    assert info.value.path == str(path)
+
+
+def test_a_symlink_swapped_in_for_the_file_is_not_followed(batch, tmp_path):
+    """The link's target even has the listed content: refused all the same, nothing outside the batch is read."""
+    outside = tmp_path / "outside.png"
+    outside.write_bytes((batch / "sub" / "img.png").read_bytes())
+    listed = _sha(outside.read_bytes())
+    (batch / "sub" / "img.png").unlink()
+    os.symlink(outside, batch / "sub" / "img.png")
+    with pytest.raises(ImageLoadError) as info:
+        imageio.read_file_verified(batch, "sub/img.png", listed, max_bytes=1 << 20)
+    assert info.value.reason == "changed after listing: symbolic link (not followed): sub/img.png"
+
+
+def test_a_symlink_swapped_in_for_a_directory_is_not_followed(batch, tmp_path):
+    (batch / "sub").rename(tmp_path / "moved")
+    os.symlink(tmp_path / "moved", batch / "sub")
+    listed = _sha((tmp_path / "moved" / "img.png").read_bytes())
+    with pytest.raises(ImageLoadError) as info:
+        imageio.read_file_verified(batch, "sub/img.png", listed, max_bytes=1 << 20)
+    assert info.value.reason == "changed after listing: symbolic link (not followed): sub"
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_swapped_in_is_refused_without_blocking(batch):
+    (batch / "sub" / "img.png").unlink()
+    os.mkfifo(batch / "sub" / "img.png")
+    with pytest.raises(ImageLoadError) as info:
+        imageio.read_file_verified(batch, "sub/img.png", "0" * 64, max_bytes=1 << 20)
+    assert info.value.reason == "changed after listing: not a regular file (FIFO)"
+
+
+def test_a_deleted_file_and_a_file_in_place_of_a_directory_are_refused(batch):
+    data = (batch / "sub" / "img.png").read_bytes()
+    (batch / "sub" / "img.png").unlink()
+    with pytest.raises(ImageLoadError, match="changed after listing: no longer exists"):
+        imageio.read_file_verified(batch, "sub/img.png", _sha(data), max_bytes=1 << 20)
+    (batch / "sub").rmdir()
+    (batch / "sub").write_bytes(b"a file now")
+    with pytest.raises(ImageLoadError, match="changed after listing: not a directory: sub"):
+        imageio.read_file_verified(batch, "sub/img.png", _sha(data), max_bytes=1 << 20)
+
+
+def test_a_file_above_max_bytes_is_refused_before_reading(batch):
+    size = (batch / "sub" / "img.png").stat().st_size
+    with pytest.raises(ImageLoadError, match=rf"file too large: {size} bytes, above the limit of {size - 1} bytes"):
+        imageio.read_file_verified(batch, "sub/img.png", "0" * 64, max_bytes=size - 1)
+    assert imageio.DEFAULT_MAX_FILE_BYTES == 1 << 30
+
+
+@pytest.mark.parametrize("relpath", ["../batch/sub/img.png", "/etc/passwd", "sub/../sub/img.png", "sub//img.png", ""])
+def test_a_relpath_leaving_the_batch_is_refused(batch, relpath):
+    with pytest.raises(ImageLoadError, match="unsafe path in the manifest"):
+        imageio.read_file_verified(batch, relpath, "0" * 64, max_bytes=1 << 20)
+
+
+def test_read_file_verified_works_beyond_path_max(tmp_path):
+    root = tmp_path / "batch"
+    root.mkdir()
+    names = [f"{i:02d}" + "y" * 240 for i in range(20)]
+    Image.fromarray(noisy_rgb(10, 10, seed=72)).save(tmp_path / "src.png")
+    data = (tmp_path / "src.png").read_bytes()
+    relpath = make_nested(root, names, "deep.png", data)
+    try:
+        got = imageio.read_file_verified(root, relpath, _sha(data), max_bytes=1 << 20)
+        assert decode_image(root / relpath, data=got).shape == (10, 10, 3)
+    finally:
+        remove_nested(root, names)
+
+
+@pytest.mark.parametrize("name", VALID_NAMES + BAD_NAMES)
+def test_decoding_verified_bytes_gives_what_decoding_the_path_gives(odd, name):
+    directory, _ = odd
+    data = (directory / name).read_bytes()
+    if not data:
+        with pytest.raises(ImageLoadError, match="empty file"):
+            decode_image(directory / name, data=data)
+        return
+    verified = imageio.read_file_verified(directory, name, _sha(data))
+    try:
+        expected = decode_image(directory / name)
+    except ImageLoadError as exc:
+        with pytest.raises(ImageLoadError) as info:
+            decode_image(directory / name, data=verified)
+        assert info.value.reason == exc.reason
+    else:
+        assert np.array_equal(decode_image(directory / name, data=verified), expected)

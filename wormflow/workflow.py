@@ -12,11 +12,13 @@ import json
 import logging
 import os
 import re
+import stat
 from pathlib import Path
 
 from . import methods
 from .config import method_schema_paths
 from .digest import code_digest, json_digest
+from .names import display_name
 
 log = logging.getLogger(__name__)
 
@@ -26,27 +28,69 @@ TRAINING_CODE = ("train.py", "scoring.py", "runtime.py", "data.py", "artifact.py
 
 
 def discover_batches(root: str | os.PathLike) -> tuple[list[str], list[tuple[str, str]]]:
-    """Return ``(batches, rejected)``: sub-directories of ``root`` usable as batch names, and the others.
+    """Return ``(batches, rejected)``: the usable batch directories in ``root``, and everything else with its reason.
 
-    Hidden directories (``.``-prefixed) are ignored silently (they are never batches); other
-    names must match :data:`BATCH_NAME` (they become file paths and wildcards) and are otherwise
-    reported as rejected ``(name, reason)``, never dropped silently.
+    ``batches`` are names (sorted) of real directories (not symbolic links)
+    whose names match :data:`BATCH_NAME` (they become file paths and
+    wildcards).  ``rejected`` lists every other entry of ``root`` as a
+    ``(display_name, reason)`` tuple, sorted by name - symbolic links (never
+    followed), loose files and other non-directories, hidden entries, names
+    that are not valid UTF-8 (shown with ``\\xNN`` escapes, see
+    :func:`wormflow.names.display_name`) or do not match the pattern, and
+    directories that cannot be listed - so nothing in the batches root is
+    dropped silently.  A ``root`` that is not a directory gives ``([], [])``.
     """
     root = Path(root)
     if not root.is_dir():
         return [], []
     ok, rejected = [], []
     with os.scandir(root) as it:
-        for d in sorted(it, key=lambda e: e.name):
-            if d.name.startswith(".") or not d.is_dir(follow_symlinks=False):
-                continue
-            if BATCH_NAME.match(d.name):
-                ok.append(d.name)
-            else:
-                rejected.append((d.name, f"unusable directory name (names must match {BATCH_NAME.pattern})"))
+        entries = sorted(it, key=lambda e: e.name)
+    for d in entries:
+        try:
+            reason = _not_a_batch(d)
+        except FileNotFoundError:
+            continue  # removed while listing: no longer in the root
+        if reason:
+            rejected.append((display_name(d.name), reason))
+        else:
+            ok.append(d.name)
     for name, reason in rejected:
-        log.warning("batch directory %r skipped: %s", name, reason)
+        log.warning("%s/%s is not a batch: %s", root, name, reason)
     return ok, rejected
+
+
+_FILE_KINDS = ((stat.S_ISREG, "a file"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+
+
+def _not_a_batch(d: os.DirEntry) -> str:
+    """Why the batches-root entry ``d`` is not a usable batch directory ('' if it is one)."""
+    try:
+        st = d.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        return f"cannot stat: {exc.strerror or exc}"
+    if stat.S_ISLNK(st.st_mode):
+        return "symbolic link, not followed"
+    if not stat.S_ISDIR(st.st_mode):
+        kind = next((k for test, k in _FILE_KINDS if test(st.st_mode)), "a device or other special file")
+        return f"{kind}, not a batch directory"
+    try:
+        d.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "name is not valid UTF-8"
+    if d.name.startswith("."):
+        return "hidden entry (name starts with '.')"
+    if not BATCH_NAME.match(d.name):
+        return f"name does not match {BATCH_NAME.pattern} (batch names become file paths and wildcards)"
+    try:
+        os.close(os.open(d.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        return f"cannot list directory: {exc.strerror or exc}"
+    return ""
 
 
 def method_schemas(config: dict) -> dict[str, Path]:
@@ -82,11 +126,14 @@ def _manifest_summary(path: str, mtime_ns: int) -> dict:
         # manifests written before data_digest existed: the shard digests stand in for it
         "data_digest": data.get("data_digest") or json_digest({"shards": data["shard_digests"]}),
         "n_files": data["n_files"],
+        # latest mtime/ctime of the collection's files (0: manifest from before it was recorded); see
+        # inventory.newest_change_ns - for a settle time before a batch that may still be written is scored
+        "newest_change_ns": int(data.get("newest_change_ns", 0)),
     }
 
 
 def manifest_summary(path: str | os.PathLike) -> dict:
-    """Shard count, per-shard and whole-collection content digests of a manifest (cached by mtime)."""
+    """Shard count, per-shard and whole-collection content digests, file count and newest change of a manifest (cached by mtime)."""
     path = str(path)
     return _manifest_summary(path, os.stat(path).st_mtime_ns)
 
