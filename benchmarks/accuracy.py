@@ -604,6 +604,9 @@ def main(argv=None) -> None:
     p.add_argument("--fresh", action="store_true", help="ignore finished runs in <work>/raw.json")
     p.add_argument("--smoke", action="store_true", help="32-pixel models: checks the code paths in minutes on a CPU")
     args = p.parse_args(argv)
+    if args.stage in ("run", "all") and not (Path(args.data) / "train").is_dir():
+        # the in-repository test subset (tests/data/bbbc010) has the layout but far too few patches for these figures
+        raise SystemExit(f"no labeled data at {args.data}: the benchmark needs the full BBBC010 data (or --data)")
     if args.stage in ("run", "all"):
         cmd_run(args)
     if args.stage in ("summarize", "all"):

@@ -33,7 +33,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-SAMPLE = next((REPO.parent / "shared" / "data" / "bbbc010" / "batches").glob("*/*.png"), None)
+# The real data beside the repository, else the in-repository test subset (same layout): a DAG's size
+# does not depend on which; only one sample image and the labeled tree are used.
+FULL_DATA = REPO.parent / "shared" / "data" / "bbbc010"
+DATA = FULL_DATA if (FULL_DATA / "batches").is_dir() else REPO / "tests" / "data" / "bbbc010"
+SAMPLE = next((DATA / "batches").glob("*/*.png"), None)
 
 
 LINKS_PER_COPY = 50_000  # a file takes at most 65,000 hard links on ext4 and overlayfs
@@ -147,11 +151,11 @@ def main(argv=None) -> dict:
         "--cases", nargs="+", default=["100x100", "300x100", "1000x100", "1x10000", "1x30000", "1x100000"], help="BATCHESxIMAGES"
     )
     p.add_argument("--shard-size", type=int, default=None, help="default: config.yaml's")
-    p.add_argument("--labeled", default=str(REPO.parent / "shared" / "data" / "bbbc010" / "labeled"))
+    p.add_argument("--labeled", default=str(DATA / "labeled"))
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if SAMPLE is None:
-        raise SystemExit("needs one sample PNG from ../shared/data/bbbc010/batches")
+        raise SystemExit(f"needs one sample PNG from {DATA / 'batches'}")
     from wormflow.config import load_config
 
     shard = args.shard_size or load_config()["shard_size"]

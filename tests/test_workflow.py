@@ -6,7 +6,9 @@ the tiny overlays (``tests/configs/tiny.yaml`` + ``demo-tiny.yaml``: 48-pixel
 images, 32-pixel models, one or two epochs, shards of 6 images), the real run
 ``config/bbbc010.yaml`` + ``tiny.yaml`` as they are: ``bbbc010.yaml`` names the
 data relative to the working directory (``../shared/data/bbbc010``), so the run
-directory gets a sibling ``shared/data/bbbc010`` linking to the real data.
+directory gets a sibling ``shared/data/bbbc010`` linking to the real data: the full
+data when they are beside the repository, else the in-repository subset
+``tests/data/bbbc010`` (the ``bbbc010`` fixture, see ``conftest.py``).
 
 Protected models: ``model.pt`` is ``protected()`` (made read-only after
 training).  When a change requires retraining, Snakemake checks every job it
@@ -90,7 +92,7 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 def real_data_workdir(base: Path, data: Path) -> Path:
-    """A run directory in which ``config/bbbc010.yaml``'s ``../shared/data/bbbc010`` is the real data."""
+    """A run directory in which ``config/bbbc010.yaml``'s ``../shared/data/bbbc010`` is ``data`` (a link to it)."""
     (base / "shared" / "data").mkdir(parents=True, exist_ok=True)
     link = base / "shared" / "data" / "bbbc010"
     if not link.exists():
