@@ -21,7 +21,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from wormflow import fields as F
-from wormflow.baseline import dark_share
+from wormflow.methods.dark_pixels import dark_share
 
 REPO = Path(__file__).resolve().parents[1]
 BBBC010 = Path(os.environ.get("WORMFLOW_BBBC010", REPO.parent / "shared" / "data" / "bbbc010")).resolve()

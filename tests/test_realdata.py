@@ -22,7 +22,7 @@ import tifffile
 from PIL import Image
 from realdata import load_split
 
-from wormflow.baseline import dark_share
+from wormflow.methods.dark_pixels import dark_share
 from wormflow.decision import choose_threshold, f1_at
 
 REPO = Path(__file__).resolve().parents[1]

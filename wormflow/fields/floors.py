@@ -54,7 +54,7 @@ def local_contrast(g: np.ndarray, size: int = CONTRAST_WINDOW, sigma: float = SI
 def dark_share_tiles(g: np.ndarray, ys, xs, tile: int, level: float = 0.6) -> np.ndarray:
     """Per tile, the share of pixels with ``G < level × median(G over the tile)``.
 
-    The patch-level hand-feature floor (``wormflow.baseline.dark_share``) applied to each tile: relative
+    The patch-level hand-feature floor (``wormflow.methods.dark_pixels.dark_share``) applied to each tile: relative
     to the tile's own median, so the well's uneven illumination cancels out.  Not a per-pixel map.
     """
     g = np.asarray(g, dtype=np.float32)

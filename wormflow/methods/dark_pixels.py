@@ -32,6 +32,14 @@ class DarkShare(nn.Module):
         return (g < self.level * median).float().mean(1)
 
 
+def dark_share(images: np.ndarray, level: float = 0.6) -> np.ndarray:
+    """``(N, S, S, 3)`` uint8 → ``(N,)`` dark shares (the floor's score), computed by :class:`DarkShare`."""
+    if len(images) == 0:
+        return np.zeros(0, np.float64)
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    return DarkShare(level)(x).double().numpy()
+
+
 class DarkPixelsMethod(Method):
     name = "dark_pixels"
     label = "Dark-pixel share (floor)"
