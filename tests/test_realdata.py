@@ -22,8 +22,8 @@ import tifffile
 from PIL import Image
 from realdata import load_split
 
-from wormflow.methods.dark_pixels import dark_share
 from wormflow.decision import choose_threshold, f1_at
+from wormflow.methods.dark_pixels import dark_share
 
 REPO = Path(__file__).resolve().parents[1]
 SUBSET = REPO / "tests" / "data" / "bbbc010"
