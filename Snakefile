@@ -19,6 +19,14 @@ include: "rules/score.smk"
 include: "rules/report.smk"
 
 
+onstart:
+    remove_stale_temps()
+
+
+onerror:
+    report_after_failure()
+
+
 rule all:
     default_target: True
     input:

@@ -90,8 +90,7 @@ def decode_splits(data: Path, work: Path, sizes: list[int], cfg: dict) -> dict[s
                     str(p),
                     sizes=sizes,
                     threads=4,
-                    max_pixels=cfg["decode"]["max_pixels"],
-                    min_side=cfg["decode"]["min_side"],
+                    limits=cfg["decode"],
                     hdf5=cfg["hdf5"],
                 )
             paths.append(str(p))

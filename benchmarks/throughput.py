@@ -144,8 +144,7 @@ def bench_decode(jpeg_dir: Path, work: Path, sizes: list[int], cfg: dict, thread
         str(store),
         sizes=sizes,
         threads=threads,
-        max_pixels=cfg["decode"]["max_pixels"],
-        min_side=8,
+        limits=cfg["decode"],
         hdf5=cfg["hdf5"],
     )
     dt = time.perf_counter() - t0

@@ -91,11 +91,11 @@ def dag_table(dag: dict) -> list[str]:
 def shard_tradeoff(tp: dict, overheads: list[float]) -> tuple[list[str], dict]:
     """Work per job and per-shard efficiency = work / (work + jobs × fixed overhead), per shard size.
 
-    One shard costs one decode job and one scoring job per method.
+    One shard costs one decode job and one scoring job (which runs every method).
     """
     decode_rate = tp["decode"]["img_per_s"]
     score_rates = {m: r["e2e_img_per_s"] for m, r in tp["scoring"].items()}
-    n_jobs = 1 + len(score_rates)
+    n_jobs = 2
     head = "| shard size | decode job s | " + " | ".join(f"{m} job s" for m in score_rates) + " | "
     head += " | ".join(f"efficiency at {o:g} s/job" for o in overheads) + " |"
     rows = [head, "|---|---|" + "---|" * len(score_rates) + "---|" * len(overheads)]
@@ -219,7 +219,7 @@ def main(argv=None) -> None:
         "",
         "## Shard size",
         "",
-        f"A SLURM job's fixed cost: {args.job_overhead_source}. One shard costs one decode job and one scoring job per method; "
+        f"A SLURM job's fixed cost: {args.job_overhead_source}. One shard costs one decode job and one scoring job (every method in it); "
         "per shard size, each job's work at the rates measured above (this CPU) and the shard's efficiency = work / (work + jobs × "
         "fixed cost):",
         "",

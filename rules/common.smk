@@ -1,6 +1,9 @@
 import os
+import re
+import sys
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 # Cluster filesystems often cannot lock; every HDF5 file has exactly one writer.
@@ -9,6 +12,17 @@ os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
 
 import wormflow.workflow as wfh
 from wormflow import paths as P
+from wormflow import runlock
+
+# One writer per results tree: every head process that may write takes the lock now, before
+# Snakemake builds its DAG or takes its own directory lock, and holds it until it exits (the
+# nightly runner hands its lock down). Read-only invocations and the job-level Snakemake inside a
+# cluster job do not take it. See wormflow/runlock.py.
+if workflow.is_main_process and not runlock.read_only(sys.argv[1:]):
+    try:
+        RUN_LOCK = runlock.acquire(P.RESULTS, role="snakemake")
+    except runlock.LockedError as exc:
+        raise WorkflowError(str(exc)) from None
 
 validate(config, schema="../wormflow/config.schema.yaml")
 for _method, _schema in wfh.method_schemas(config).items():
@@ -32,21 +46,40 @@ for _key, _root in (("labeled", LABELED_ROOT), ("batches", BATCHES_ROOT)):
         )
 DEMO_INPUTS = config["data"]["labeled"] == "demo" or config["data"]["batches"] == "demo"
 if config["data"]["batches"] == "demo":
-    BATCHES, REJECTED_BATCHES = sorted(config["demo"]["batches"]), []
+    BATCHES, REJECTED_BATCHES, DEFERRED_BATCHES = (
+        sorted(config["demo"]["batches"]),
+        [],
+        [],
+    )
 else:
     BATCHES, REJECTED_BATCHES = wfh.discover_batches(BATCHES_ROOT)
+    BATCHES, DEFERRED_BATCHES = wfh.settled_batches(
+        BATCHES_ROOT,
+        BATCHES,
+        config["data"]["settle_minutes"],
+        {b: P.manifest(P.batch_collection(b)) for b in BATCHES},
+    )
 METHODS = wfh.enabled_methods(config)
 SEEDS = [int(s) for s in config["training"]["seeds"]]
 PRIMARY_SEED = SEEDS[0]
 IMAGE_SIZES = wfh.image_sizes(config)
+RUNS = {m: wfh.method_seeds(m, SEEDS) for m in METHODS}  # the models: method -> seeds
+RETRAIN = wfh.retrain_methods(config, METHODS)
+# The training runs that may be (re)done in this run - models that do not exist yet, and those of
+# the methods whose retraining this run allows. Any other model is used as it is (see train.smk).
+TRAINABLE = [
+    P.run_name(m, s)
+    for m, seeds in RUNS.items()
+    for s in seeds
+    if m in RETRAIN or not os.path.exists(P.model(m, s))
+]
 
 
 wildcard_constraints:
     coll=r"batches/[A-Za-z0-9][A-Za-z0-9._+@=,-]*|labeled/(train|dev|test)",
     batch=r"[A-Za-z0-9][A-Za-z0-9._+@=,-]*",
     shard=r"\d+",
-    method="|".join(METHODS) if METHODS else "vae",
-    seed=r"\d+",
+    run="|".join(map(re.escape, TRAINABLE)) if TRAINABLE else "(?!x)x",  # never matches: nothing to train
 
 
 localrules:
@@ -73,12 +106,12 @@ def scaled(base):
 
 
 def gpus_for(device):
-    """1 GPU for a method's jobs when the configured device is CUDA and the method uses one."""
+    """1 GPU for a job when the configured device is CUDA and one of its methods uses a GPU."""
 
     def resource(wildcards):
         if not device.startswith("cuda"):
             return 0
-        names = [wildcards.method] if "method" in wildcards.keys() else METHODS
+        names = [P.run_method(wildcards.run)] if "run" in wildcards.keys() else METHODS
         return int(any(wfh.uses_gpu(m) for m in names))
 
     return resource
@@ -120,6 +153,10 @@ def primary_models():
     return {m: P.model(m, PRIMARY_SEED) for m in METHODS}
 
 
+def all_models():
+    return {m: {s: P.model(m, s) for s in seeds} for m, seeds in RUNS.items()}
+
+
 # ----------------------------------------------------------------- input functions and params
 
 
@@ -143,14 +180,12 @@ def get_is_labeled(wildcards):
 
 def get_stat_fingerprint(wildcards):
     """Cheap change detector (stat calls only); the manifest job then compares contents."""
-    from wormflow.inventory import stat_fingerprint
-
     root = collection_dir(wildcards.coll)
     if not os.path.isdir(
         root
     ):  # not generated yet (demo) or missing: the manifest job reports it
         return "missing"
-    return stat_fingerprint(root, labeled=get_is_labeled(wildcards))
+    return wfh.collection_state(root, get_is_labeled(wildcards))[0]
 
 
 def get_shard_digest(wildcards):
@@ -159,20 +194,37 @@ def get_shard_digest(wildcards):
     return digests[int(wildcards.shard)]
 
 
+def get_decode_limits():
+    """The decode settings that decide what a store holds (the thread count decides only how fast)."""
+    return {k: v for k, v in config["decode"].items() if k != "threads"}
+
+
+def get_run_method(wildcards):
+    return P.run_method(wildcards.run)
+
+
+def get_run_seed(wildcards):
+    return P.run_seed(wildcards.run)
+
+
 def get_method_config(wildcards):
-    return config["methods"][wildcards.method]
+    return config["methods"][P.run_method(wildcards.run)]
 
 
 def get_training_stores(wildcards):
+    # not ancient(): only runs allowed to (re)train reach this rule (see TRAINABLE), and for those a
+    # rebuilt store must count (with ancient inputs being rebuilt, Snakemake 9.27 also ignored the
+    # changed params and planned no training at all)
     return {
-        "train": ancient(shard_stores("labeled/train")),
-        "dev": ancient(shard_stores("labeled/dev")),
+        "train": shard_stores("labeled/train"),
+        "dev": shard_stores("labeled/dev"),
     }
 
 
 def get_training_data_digest(wildcards):
-    """Content of the train and dev splits (a change retrains; a rebuilt store or another
-    shard size alone does not: training reads the shards concatenated, in order)."""
+    """Content of the train and dev splits, independent of the shard size (training reads the
+    shards concatenated, in order): what a model records, and what "retraining pending" compares.
+    """
     return wfh.json_digest(
         {
             s: wfh.manifest_summary(checked_manifest(f"labeled/{s}"))["data_digest"]
@@ -182,7 +234,7 @@ def get_training_data_digest(wildcards):
 
 
 def get_training_code_digest(wildcards):
-    return wfh.training_code_digest(wildcards.method)
+    return wfh.training_code_digest(P.run_method(wildcards.run))
 
 
 def get_score_models(wildcards):
@@ -239,11 +291,75 @@ def get_ledger_input(wildcards):
     return {
         "summaries": [P.summary(b) for b in BATCHES],
         "test_manifest": ancient(P.manifest(P.TEST)),
+        # for "retraining pending": the models' sidecars and what they would be trained on now
+        "sidecars": ancient(
+            [P.model_sidecar(m, s) for m, seeds in RUNS.items() for s in seeds]
+        ),
+        "labeled": ancient([P.manifest(f"labeled/{s}") for s in ("train", "dev")]),
     }
 
 
+def get_provisional(wildcards):
+    """Non-empty after a failed run rendered the ledger and report itself (wormflow/morning.py): as a
+    param it makes Snakemake render them again, although what they depend on looks up to date.
+    """
+    from wormflow.morning import provisional_token
+
+    return provisional_token()
+
+
 def get_training_runs(wildcards):
-    return {m: wfh.method_seeds(m, SEEDS) for m in METHODS}
+    return RUNS
+
+
+def training_state():
+    """What the ledger compares each model's sidecar with: config sections, code, training data."""
+    return {
+        "models": all_models(),
+        "sections": {m: config["methods"][m] for m in METHODS},
+        "code": {m: wfh.training_code_digest(m) for m in METHODS},
+        "manifests": {s: P.manifest(f"labeled/{s}") for s in ("train", "dev")},
+    }
+
+
+def get_training_state(wildcards):
+    return training_state()
+
+
+# ----------------------------------------------------------------- hooks
+
+
+def remove_stale_temps():
+    """Temporary files that killed jobs left in the results tree (their writers are gone)."""
+    from wormflow.atomic import remove_stale_temps as remove
+
+    if os.path.isdir(P.RESULTS):
+        for path in remove(P.RESULTS, recursive=True):
+            logger.info(f"removed the temporary file of a killed job: {path}")
+
+
+def report_after_failure():
+    """onerror: the ledger and the report from what completed (wormflow/morning.py)."""
+    from wormflow.morning import report_after_failure as render
+
+    try:
+        render(
+            batches=BATCHES,
+            rejected=REJECTED_BATCHES,
+            deferred=DEFERRED_BATCHES,
+            runs=RUNS,
+            models=all_models(),
+            training=training_state(),
+            methods=METHODS,
+            config=config,
+        )
+        logger.warning(
+            f"the run failed; {P.REPORT_HTML} shows what completed and what failed"
+        )
+    except Exception as exc:  # the hook must not hide the run's own error
+        logger.error(
+            f"the report after the failure could not be rendered: {type(exc).__name__}: {exc}"
+        )
 
 
 def get_final_output():

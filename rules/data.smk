@@ -52,7 +52,6 @@ rule decode_shard:
     params:
         digest=get_shard_digest,
         sizes=IMAGE_SIZES,
-        max_pixels=config["decode"]["max_pixels"],
-        min_side=config["decode"]["min_side"],
+        limits=get_decode_limits(),
     script:
         "../scripts/decode_shard.py"

@@ -49,7 +49,10 @@ rule ledger:
         "../envs/report.yaml"
     params:
         rejected=REJECTED_BATCHES,
+        deferred=DEFERRED_BATCHES,
         runs=get_training_runs,
+        training=get_training_state,
+        provisional=get_provisional,
     script:
         "../scripts/ledger.py"
 

@@ -1,20 +1,22 @@
-# Training: one job per method and seed. A model is retrained only when its training data
-# (content digest), its config section or the package code it depends on changes; a new batch
-# never retrains.
+# Training: one job per method and seed (wildcard run = <method>/seed<k>). Only runs listed in
+# TRAINABLE match this rule: a model that does not exist yet, or one whose retraining this run
+# allows (config `retrain`, `wormflow retrain`). An existing model is otherwise a plain input
+# file, used as it is, so a change of the training data, config or code never stops or
+# retrains a night: the ledger and the report say that retraining is pending, and why.
 
 
 rule train:
     input:
         unpack(get_training_stores),
     output:
-        model=protected(P.model("{method}", "{seed}")),
-        sidecar=P.model_sidecar("{method}", "{seed}"),
-        history=P.history("{method}", "{seed}"),
-        tensorboard=directory(P.tensorboard("{method}", "{seed}")),
+        model=f"{P.run_dir('{run}')}/model.pt",
+        sidecar=f"{P.run_dir('{run}')}/model.json",
+        history=f"{P.run_dir('{run}')}/history.csv",
+        tensorboard=directory(f"{P.run_dir('{run}')}/tensorboard"),
     log:
-        P.log("train", "{method}", "seed{seed}"),
+        P.log("train", "{run}"),
     benchmark:
-        P.benchmark("train", "{method}", "seed{seed}")
+        P.benchmark("train", "{run}")
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -23,6 +25,8 @@ rule train:
         mem_mb=scaled(16000),
         runtime=scaled(240),
     params:
+        method=get_run_method,
+        seed=get_run_seed,
         cfg=get_method_config,
         data=get_training_data_digest,
         code=get_training_code_digest,

@@ -15,8 +15,7 @@ def main(smk):
         smk.output[0],
         sizes=smk.params.sizes,
         threads=smk.threads,
-        max_pixels=smk.params.max_pixels,
-        min_side=smk.params.min_side,
+        limits=smk.params.limits,
         hdf5=smk.config["hdf5"],  # how the store is compressed does not change its content
     )
 

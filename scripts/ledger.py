@@ -5,6 +5,7 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # noqa: F821 - the repository's package, also in --sdm conda envs
 
 from wormflow.ledger import ledger_step
+from wormflow.morning import clear_provisional
 from wormflow.smk import run
 
 
@@ -16,7 +17,10 @@ def main(smk):
         smk.input.test_manifest,
         smk.output.tsv,
         smk.output.json,
+        deferred=[tuple(r) for r in smk.params.deferred],
+        training=smk.params.training,
     )
+    clear_provisional()  # the ledger is Snakemake's own again (see wormflow/morning.py)
 
 
 run(snakemake, main)  # noqa: F821

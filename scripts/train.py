@@ -16,12 +16,12 @@ def main(smk):
     training = smk.config["training"]  # device, workers, logging: how it runs, not what it learns
     size = cfg["image_size"]
     train(
-        smk.wildcards.method,
+        smk.params.method,
         cfg,
         load_split(smk.input.train, size),
         load_split(smk.input.dev, size),
         Path(smk.output.model).parent,
-        seed=int(smk.wildcards.seed),
+        seed=int(smk.params.seed),
         device=training["device"],
         num_workers=training["num_workers"],
         deterministic=training["deterministic"],

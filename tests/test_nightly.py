@@ -39,6 +39,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import yaml
 from markupsafe import escape
 from nightly_helpers import (
     REPO,
@@ -56,6 +57,7 @@ from nightly_helpers import (
     settle,
     sha256,
     snakemake,
+    snakemake_args,
     snakemake_cmd,
     snapshot,
     stored_name,
@@ -208,9 +210,7 @@ def test_new_batch_night_scores_it_and_leaves_old_results_byte_identical(grown):
 def test_quiet_night_then_changed_and_touched_batches(grown):
     case = grown.case
     results = case / "results"
-    everything = sorted(
-        p for p in results.rglob("*") if p.is_file() and "logs" not in p.parts and p.name != ".wormflow-nightly.lock"
-    )
+    everything = sorted(p for p in results.rglob("*") if p.is_file() and "logs" not in p.parts and p.name != LOCK_NAME)
     before = snapshot(p for p in everything if p.name not in ("report.html", "report.json"))
 
     quiet = nightly(case)
@@ -308,6 +308,11 @@ def odd_night(base) -> SimpleNamespace:
         ".DS_Store": "hidden file",
     }
 
+    # things in the batches root that are not batches: each must be listed, none may crash the night
+    os.mkdir(os.fsencode(batches) + b"/night-\xff")  # a directory name that is not UTF-8
+    (batches / "loose.png").write_bytes(png_bytes(45))
+    os.symlink(odd, batches / "linked-night")
+
     lock = case / "results" / LOCK_NAME
     first = popen(nightly_cmd(case), case, base.root / "odd-night.log")
     try:
@@ -358,6 +363,21 @@ def test_bad_input_every_file_scored_or_quarantined(odd_night):
     assert ledger["only-bad"]["status"] == "nothing scorable"
     assert ledger["only-bad"]["n_quarantined"] == str(len(odd_night.only_bad))
     assert ledger["odd-files"]["status"] == "ok"
+
+
+@slow
+def test_everything_in_the_batches_root_is_accounted_for(odd_night):
+    ledger = json.loads((odd_night.case / "results" / "ledger.json").read_text())
+    rejected = {r["batch"]: r["status"] for r in ledger["not_processed"] if r["kind"] == "rejected"}
+    assert rejected == {
+        "linked-night": "rejected: symbolic link, not followed",
+        "loose.png": "rejected: a file, not a batch directory",
+        "night-\\xff": "rejected: name is not valid UTF-8",
+    }, rejected
+    rows = {r["batch"]: r["status"] for r in read_ledger(odd_night.case / "results" / "batches.tsv")}
+    assert rows["night-\\xff"] == "rejected: name is not valid UTF-8"
+    html = (odd_night.case / "results" / "report.html").read_text()
+    assert "night-\\xff" in html and "3 rejected" in html
 
 
 @slow
@@ -491,7 +511,7 @@ def test_second_concurrent_night_exits_75_at_once(odd_night):
     assert odd_night.rc == 0
     assert second.returncode == EXIT_LOCKED, second.stdout + second.stderr
     assert odd_night.second_s < 10, odd_night.second_s
-    assert "another run holds" in second.stderr and f"pid {odd_night.first_pid} " in second.stderr, second.stderr
+    assert "another wormflow run holds" in second.stderr and f"pid {odd_night.first_pid} " in second.stderr, second.stderr
 
 
 # --------------------------------------------------------------------------- 5. trust
@@ -605,19 +625,24 @@ def test_lock_lies_in_snakemakes_working_directory(tmp_path):
     assert lock_path(["--cores", "2"]) == Path("results") / LOCK_NAME
 
 
-def test_nightly_unlocks_then_runs_with_recovery_flags(tmp_path, fake_snakemake):
+def test_nightly_runs_with_recovery_flags_and_unlocks_only_stale_locks(tmp_path, fake_snakemake):
     wd = tmp_path / "run"
     rc = run_nightly(["--", "--directory", str(wd), "--cores", "2"], snakemake=str(fake_snakemake.exe))
     assert rc == 0
     calls = fake_snakemake.log.read_text().splitlines()
-    assert calls == [
-        f"--directory {wd} --cores 2 --unlock",
+    assert calls == [  # no Snakemake lock to clear
         f"--directory {wd} --cores 2 --rerun-incomplete --keep-going --until manifest",  # the manifests first
         f"--directory {wd} --cores 2 --rerun-incomplete --keep-going",
     ]
     with open(wd / "results" / LOCK_NAME) as fh:  # released when the night ends
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert f"pid {os.getpid()} " in fh.read()
+    # a Snakemake lock left by a killed head: stale (we hold the results lock), so it is cleared first
+    (wd / ".snakemake" / "locks").mkdir(parents=True)
+    (wd / ".snakemake" / "locks" / "0.input.lock").write_text("")
+    fake_snakemake.log.unlink()
+    assert run_nightly(["--", "--directory", str(wd), "--cores", "2"], snakemake=str(fake_snakemake.exe)) == 0
+    assert fake_snakemake.log.read_text().splitlines()[0] == f"--directory {wd} --cores 2 --unlock"
 
 
 def test_nightly_forwards_sigterm_as_sigint(tmp_path, fake_snakemake, monkeypatch):
@@ -634,3 +659,252 @@ def test_nightly_forwards_sigterm_as_sigint(tmp_path, fake_snakemake, monkeypatc
             night.kill()
     assert rc == 130 and time.monotonic() - t0 < 30
     assert fake_snakemake.log.read_text().splitlines()[-1] == f"signal {int(signal.SIGINT)}"
+
+
+# --------------------------------------------------------------------------- 6. one writer per results tree
+
+
+def _lock_holder(case: Path) -> str:
+    path = case / "results" / LOCK_NAME
+    return path.read_text() if path.is_file() else ""
+
+
+@slow
+def test_a_night_refuses_while_a_manual_run_writes_and_the_other_way_round(base):
+    """A plain ``snakemake`` run takes the results lock too: a night started during it exits 75 at
+    once naming it, without clearing its Snakemake lock (on main the night ran ``--unlock`` and
+    became a twin); a manual run started during a night stops at once naming the night."""
+    case = copy_case(base.case, base.root / "twins")
+    settle(case)
+    shutil.copytree(base.data / "batches" / NEW, case / "batches" / NEW)
+    manual = popen(snakemake_cmd(case), case, base.root / "twins-manual.log")
+    try:
+        wait_for(lambda: f"snakemake: pid {manual.pid} " in _lock_holder(case), 120, "the manual run's lock", manual)
+        t0 = time.monotonic()
+        night = nightly(case, check=False, timeout=120)
+        seconds = time.monotonic() - t0
+        assert night.returncode == EXIT_LOCKED, night.stdout[-3000:]
+        assert seconds < 15 and "another wormflow run holds" in night.stdout and f"pid {manual.pid} " in night.stdout
+        assert "--unlock" not in night.stdout and "stale" not in night.stdout
+        assert manual.wait(timeout=RUN_TIMEOUT) == 0, (base.root / "twins-manual.log").read_text()[-4000:]
+    finally:
+        if manual.poll() is None:
+            kill_tree(manual)
+    ran = jobs_in((base.root / "twins-manual.log").read_text())
+    assert rules_of(ran).get("score_shard") == 1, ran  # the new batch was scored once, by the one run
+
+    # the other way round: a night holds the lock; a manual run stops at once and names it
+    os.utime(case / "batches" / NEW / sorted(os.listdir(case / "batches" / NEW))[0])  # something to do
+    night = popen(nightly_cmd(case), case, base.root / "twins-night.log")
+    try:
+        wait_for(lambda: f"wormflow nightly: pid {night.pid} " in _lock_holder(case), 120, "the night's lock", night)
+        manual = snakemake(case, check=False, timeout=120)
+        assert manual.returncode != 0 and "another wormflow run holds" in manual.stdout, manual.stdout[-3000:]
+        assert f"pid {night.pid} " in manual.stdout
+        assert night.wait(timeout=RUN_TIMEOUT) == 0
+    finally:
+        if night.poll() is None:
+            kill_tree(night)
+    # a dry run is read-only: it never waits for or takes the lock
+    assert snakemake(case, extra=("-n",)).returncode == 0
+
+
+# --------------------------------------------------------------------------- 7. a report every morning
+
+
+def _break_model(case: Path, method: str) -> tuple[bytes, os.stat_result]:
+    """Garbage in place of a model, with its old mtime (nothing tells Snakemake it changed)."""
+    model = case / "results" / "models" / method / "seed0" / "model.pt"
+    data, st = model.read_bytes(), model.stat()
+    model.write_bytes(b"not a torch checkpoint\n")
+    os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return data, st
+
+
+@slow
+def test_a_failing_job_still_gives_a_morning_report_and_only_it_is_retried(base, grown):
+    case = copy_case(base.case, base.root / "failing")
+    settle(case)
+    shutil.copytree(base.data / "batches" / NEW, case / "batches" / NEW)
+    report = case / "results" / "report.html"
+    before = report.stat().st_mtime_ns
+    data, st = _break_model(case, "gan")
+    night = nightly(case, check=False)
+    assert night.returncode != 0, night.stdout[-3000:]
+    assert report.stat().st_mtime_ns > before, "no report this morning"
+    ledger = json.loads((case / "results" / "ledger.json").read_text())
+    (failed,) = [r for r in ledger["not_processed"] if r["kind"] == "failed"]
+    assert failed["batch"] == NEW and failed["failed_rule"] == "score_shard" and failed["failed_shard"] == 0, failed
+    assert failed["log"] == f"results/logs/score_shard/batches/{NEW}/0.log"
+    assert "Traceback" in (case / failed["log"]).read_text()
+    assert [s["batch"] for s in ledger["batches"]] == list(OLD)  # what completed is shown
+    html = report.read_text()
+    assert (
+        "1 failed" in html and f"failed in rule score_shard, shard 0; log: results/logs/score_shard/batches/{NEW}/0.log" in html
+    )
+    tsv = {r["batch"]: r for r in read_ledger(case / "results" / "batches.tsv")}
+    assert tsv[NEW]["status"] == "failed" and tsv[OLD[0]]["status"] == "ok"
+
+    # the model repaired: the next night redoes that batch's scoring only, and the report is whole again
+    model = case / "results" / "models" / "gan" / "seed0" / "model.pt"
+    model.write_bytes(data)
+    os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = nightly(case)
+    per_batch = {(r, o.split("/")[2]) for r, o in jobs_in(again.stdout) if r in PER_BATCH_RULES}
+    assert per_batch <= {(r, NEW) for r in PER_BATCH_RULES} and ("score_shard", NEW) in per_batch, per_batch
+    assert ("decode_shard", NEW) not in per_batch  # its image store was kept
+    ledger = json.loads((case / "results" / "ledger.json").read_text())
+    assert [s["batch"] for s in ledger["batches"]] == [*OLD, NEW] and ledger["not_processed"] == []
+    assert_same_scores(method_columns(batch_file(case, NEW)), method_columns(batch_file(grown.case, NEW)), "after the retry")
+
+
+@slow
+def test_a_damaged_image_store_is_rebuilt_by_the_next_night(base, grown):
+    """A store truncated after it was written (a full disk, a node crash): the night fails on it
+    with a clear message, removes it and still renders the report; the next night decodes it again
+    (on main the store was trusted forever and no report came again)."""
+    case = copy_case(base.case, base.root / "damaged")
+    settle(case)
+    shutil.copytree(base.data / "batches" / NEW, case / "batches" / NEW)
+    store = case / "results" / "batches" / NEW / "shards" / "0.images.h5"
+    snakemake(case, str(store.relative_to(case)))
+    with open(store, "r+b") as fh:
+        fh.truncate(store.stat().st_size // 2)
+    night = nightly(case, check=False)
+    assert night.returncode != 0
+    log = (case / "results" / "logs" / "score_shard" / "batches" / NEW / "0.log").read_text()
+    assert "could not be read" in log and "removed" in log and "rebuilds it from its source" in log, log[-3000:]
+    assert not store.exists()
+    ledger = json.loads((case / "results" / "ledger.json").read_text())
+    assert [(r["batch"], r["failed_rule"]) for r in ledger["not_processed"]] == [(NEW, "decode_shard")]
+
+    again = nightly(case)
+    assert ("decode_shard", f"results/batches/{NEW}/shards/0.images.h5") in jobs_in(again.stdout)
+    assert_same_scores(method_columns(batch_file(case, NEW)), method_columns(batch_file(grown.case, NEW)), "after the rebuild")
+
+
+# --------------------------------------------------------------------------- 8. files that change, batches still being written
+
+
+@slow
+def test_a_file_changed_after_listing_is_quarantined_not_scored(base, monkeypatch):
+    """Hours may pass between the manifest job and a decode job waiting in a SLURM queue: a file
+    replaced by a link to a file outside the batch, or rewritten (still being written) in between,
+    is quarantined "changed after listing", never decoded from other bytes than were listed."""
+    from wormflow.config import load_config
+    from wormflow.pipeline import decode_shard_step
+
+    case = copy_case(base.case, base.root / "changed-after-listing")
+    monkeypatch.chdir(case)  # the manifest names the batch relative to the working directory, as in a run
+    batch = case / "batches" / NEW
+    shutil.copytree(base.data / "batches" / NEW, batch)
+    snakemake(case, f"results/batches/{NEW}/manifest.json")  # listed and hashed ...
+    names = sorted(os.listdir(batch))
+    outside = base.root / "outside.png"
+    shutil.copy2(batch / names[1], outside)
+    (batch / names[0]).unlink()
+    os.symlink(outside, batch / names[0])  # ... then swapped for a link to a file outside the batch
+    (batch / names[2]).write_bytes((batch / names[2]).read_bytes()[:-10])  # ... and another cut short
+    config = load_config([str(REPO / "tests" / "configs" / "tiny.yaml")])
+    out = case / "results" / "batches" / NEW / "shards" / "0.images.h5"
+    decode_shard_step(str(case / f"results/batches/{NEW}/manifest.json"), 0, str(out), sizes=[32], limits=config["decode"])
+    store = ImageStoreView(out)
+    assert names[0] not in store.ids and names[2] not in store.ids
+    assert "symbolic link" in store.quarantine[names[0]], store.quarantine
+    assert "changed after listing" in store.quarantine[names[2]], store.quarantine
+    assert len(store.ids) == len(names) - 2
+
+
+class ImageStoreView:
+    def __init__(self, path: Path):
+        from wormflow.store import ImageStore
+
+        s = ImageStore.open(path)
+        self.ids, self.quarantine = s.ids, dict(s.quarantine)
+
+
+def _settle_minutes(case: Path, minutes: float) -> None:
+    overlay = yaml.safe_load((case / "overlay.yaml").read_text())
+    overlay["data"]["settle_minutes"] = minutes
+    (case / "overlay.yaml").write_text(yaml.safe_dump(overlay, sort_keys=False))
+
+
+@slow
+def test_a_batch_still_being_written_is_deferred_to_the_next_night(base):
+    case = copy_case(base.case, base.root / "settle")
+    settle(case)
+    shutil.copytree(base.data / "batches" / NEW, case / "batches" / NEW)  # its files changed just now
+    _settle_minutes(case, 30)
+    night = nightly(case)
+    assert not any(NEW in out for _, out in jobs_in(night.stdout)), jobs_in(night.stdout)
+    ledger = json.loads((case / "results" / "ledger.json").read_text())
+    (row,) = ledger["not_processed"]
+    assert row["batch"] == NEW and row["kind"] == "deferred" and "settle time 30 min" in row["status"], row
+    assert "1 deferred" in (case / "results" / "report.html").read_text()
+    _settle_minutes(case, 0)
+    later = nightly(case)  # (as if the next night: the files have settled)
+    assert ("gather", f"results/batches/{NEW}/scores.h5") in jobs_in(later.stdout)
+
+
+# --------------------------------------------------------------------------- 9. retraining waits until asked
+
+
+@slow
+def test_changed_training_data_keep_scoring_and_report_retraining_pending(base):
+    """Labeled data change: the night scores every new batch with the current models (on main the
+    protected model stopped the whole night for any user but root) and the report says retraining
+    is pending and why; `wormflow retrain --methods vae` retrains the VAE only."""
+    case = copy_case(base.case, base.root / "pending")
+    settle(case)
+    labeled = base.root / "labeled-changed"
+    shutil.copytree(base.labeled, labeled)
+    extra = sorted((base.data / "labeled" / "train" / "wormed").iterdir())[LABELED_COUNTS["train"]]
+    shutil.copy2(extra, labeled / "train" / "wormed" / extra.name)
+    write_overlay(case, labeled, {"methods": {"vae": {"epochs": VAE_EPOCHS}}})
+    shutil.copytree(base.data / "batches" / NEW, case / "batches" / NEW)
+    models = {m: case / "results" / "models" / m / "seed0" / "model.pt" for m in METHODS}
+    before = {m: sha256(p) for m, p in models.items()}
+
+    night = nightly(case)
+    assert "train" not in rules_of(jobs_in(night.stdout))
+    assert {m: sha256(p) for m, p in models.items()} == before
+    assert batch_file(case, NEW).is_file()
+    pending = json.loads((case / "results" / "ledger.json").read_text())["retraining_pending"]
+    assert {p["method"] for p in pending} == {"vae", "gan", "resnet50", "dark_pixels"}
+    assert all("training data changed" in " ".join(p["reasons"]) for p in pending), pending
+    assert "Retraining pending for vae" in (case / "results" / "report.html").read_text()
+
+    retrain = subprocess.run(
+        [sys.executable, "-m", "wormflow.cli", "retrain", "--methods", "vae", "--", *snakemake_args(case)],
+        cwd=case,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    assert retrain.returncode == 0, (retrain.stdout + retrain.stderr)[-4000:]
+    assert sha256(models["vae"]) != before["vae"]
+    assert {m: sha256(models[m]) for m in ("gan", "resnet50", "dark_pixels")} == {
+        m: before[m] for m in ("gan", "resnet50", "dark_pixels")
+    }
+    pending = json.loads((case / "results" / "ledger.json").read_text())["retraining_pending"]
+    assert {p["method"] for p in pending} == {"gan", "resnet50", "dark_pixels"}
+
+
+# --------------------------------------------------------------------------- 10. leftovers of killed jobs
+
+
+@slow
+def test_temporary_files_of_killed_jobs_are_removed_by_the_next_run(base):
+    case = copy_case(base.case, base.root / "temps")
+    shards = case / "results" / "batches" / OLD[0] / "shards"
+    from wormflow.atomic import writer_host
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    stale = shards / f".0.images.h5.{writer_host()}.{dead.pid}.abc12345.tmp"
+    stale.write_bytes(b"\0" * 4096)
+    live = shards / f".0.images.h5.{writer_host()}.{os.getpid()}.def45678.tmp"  # this test process: alive
+    live.write_bytes(b"\0")
+    shutil.copytree(base.data / "batches" / NEW, case / "batches" / NEW)  # something to do: hooks run
+    nightly(case)
+    assert not stale.exists() and live.exists()

@@ -148,7 +148,7 @@ def test_batches_show_what_the_ledger_wrote(full):
     assert (ok["n_files"], ok["n_scored"], ok["n_quarantined"], ok["status"]) == (8, 6, 2, "ok")
     assert (empty["n_scored"], empty["status"]) == (0, "empty")
     assert (quarantined["n_scored"], quarantined["n_quarantined"], quarantined["status"]) == (0, 2, "nothing scorable")
-    assert rejected["rejected"] and rejected["status"].startswith("rejected")
+    assert rejected["unprocessed"] and rejected["kind"] == "rejected" and rejected["status"].startswith("rejected")
     for name in ("2026-01-01", "2026-01-02", "2026-01-03"):
         s, r = summaries[name], rows[name]
         assert r["flagged"] == {m: s["methods"][m]["flagged_share"] for m in r["flagged"]}

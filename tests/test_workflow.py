@@ -10,16 +10,10 @@ directory gets a sibling ``shared/data/bbbc010`` linking to the real data: the f
 data when they are beside the repository, else the in-repository subset
 ``tests/data/bbbc010`` (the ``bbbc010`` fixture, see ``conftest.py``).
 
-Protected models: ``model.pt`` is ``protected()`` (made read-only after
-training).  When a change requires retraining, Snakemake checks every job it
-must run for write-protected existing outputs while it builds the DAG, dry
-runs included, and stops with ``ProtectedOutputException`` ("Write-protected
-output files for rule train") before anything runs.  Its test is
-``os.access(path, W_OK)``, which is always true for root: run by root, the
-read-only model is simply deleted, retrained and protected again.  The
-retraining tests check both: as the user running them, and (when that is
-root) once more without root's permission override (``setpriv``), as any
-other user would run the workflow.
+Models: a model that exists is used as it is; a changed config section only
+makes the ledger report that retraining is pending, and ``retrain: [<method>]``
+(``wormflow retrain``) retrains it.  The retraining tests run without root's
+permission override (``setpriv``), as any other user would run the workflow.
 """
 
 from __future__ import annotations
@@ -27,11 +21,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import math
 import os
 import re
 import shutil
-import stat
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -64,7 +58,6 @@ FAST = ("--set-threads", "score_shard=1", "train=1")
 FINAL_RULES = {"gather", "summarize", "evaluate", "ledger", "report", "all"}
 TRAIN_RULES = {"train"}
 CHUNKED = ("features", "recon", "error_map", "colour_mask")
-WRITE_BITS = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
 MODEL = "results/models/{}/seed0/model.pt"
 
 
@@ -165,8 +158,6 @@ def test_demo_final_outputs(demo):
     for m in ALL:
         d = r / "models" / m / "seed0"
         assert (d / "model.pt").stat().st_size > 0 and (d / "model.json").stat().st_size > 0
-        mode = (d / "model.pt").stat().st_mode
-        assert not mode & WRITE_BITS, f"{m}/model.pt is writable ({stat.filemode(mode)}): protected() lost"
         with open(d / "history.csv", newline="") as fh:
             rows = list(csv.DictReader(fh))
         assert (rows and "epoch" in rows[0]) if m != BASELINE else rows == [], (m, rows[:1])  # the floor has no epochs
@@ -423,14 +414,13 @@ def test_scoring_batch_size_rescores_nothing(demo, tmp_path):
 def regular_user_prefix() -> list[str]:
     """A command prefix under which file permissions apply as they do to any user who is not root.
 
-    Snakemake's protected() check is ``os.access(path, W_OK)``, always true for root.  Run by root,
-    ``setpriv`` drops the capabilities that bypass permission checks (from the bounding set, so the
-    process keeps uid 0 and its files but read-only files are read-only to it).
+    Run by root, ``setpriv`` drops the capabilities that bypass permission checks (from the bounding
+    set, so the process keeps uid 0 and its files but read-only files are read-only to it).
     """
     if os.geteuid() != 0:
         return []
     setpriv = shutil.which("setpriv")
-    assert setpriv, "setpriv (util-linux) is needed to check protected() as root"
+    assert setpriv, "setpriv (util-linux) is needed to run as a regular user would"
     return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
 
 
@@ -439,58 +429,39 @@ def run_as_regular_user(workdir: Path, *args: str, configfiles, timeout: float =
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
 
 
-def assert_refused_for_vae(proc: subprocess.CompletedProcess) -> None:
-    """Refused while building the DAG, naming the VAE's protected model (and no other model)."""
+@pytest.mark.slow
+@pytest.mark.timeout(TEST_TIMEOUT)
+def test_changed_lr_keeps_the_model_and_only_reports_pending_retraining(demo, tmp_path):
+    """A changed config section never retrains by itself, nor stops the night (on main the protected
+    model stopped every run for any user but root): only the ledger and the report run again."""
+    configs = (*DEMO_CONFIGS, write_overlay(tmp_path / "lr.yaml", {"methods": {"vae": {"lr": 1.0e-4}}}))
+    proc = run_as_regular_user(demo.workdir, "-n", "--quiet", "rules", configfiles=configs)
     out = proc.stdout + proc.stderr
-    assert proc.returncode != 0, out[-3000:]
-    assert "ProtectedOutputException" in out and "Write-protected output files for rule train" in out, out[-3000:]
-    assert MODEL.format("vae") in out, out[-3000:]
-    assert MODEL.format("gan") not in out and MODEL.format("resnet50") not in out, out[-3000:]
-    assert "Finished job" not in out  # nothing ran
+    assert proc.returncode == 0, out[-3000:]
+    assert set(job_counts(out)) <= {"ledger", "report", "all"}, job_counts(out)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(TEST_TIMEOUT)
-def test_changed_lr_retrains_only_that_method(demo, tmp_path):
-    overlay = write_overlay(tmp_path / "lr.yaml", {"methods": {"vae": {"lr": 1.0e-4}}})
-    configs = (*DEMO_CONFIGS, overlay)
-    before = {m: sha256(demo.results / "models" / m / "seed0" / "model.pt") for m in METHODS}
-    if os.geteuid() == 0:
-        # root may write read-only files, so Snakemake does not see model.pt as protected and plans to retrain it
-        proc = run_snakemake(demo.workdir, "-n", "--quiet", "rules", configfiles=configs)
-        jobs = job_counts(proc.stdout + proc.stderr)
-        assert jobs.get("train") == 1, jobs
-        assert "decode_shard" not in jobs and "manifest" not in jobs, jobs
-        # every method's shards are rescored for the gathers (score shards are temp(), deleted once gathered)
-        assert jobs.get("gather") == 1 + len(demo.config["demo"]["batches"]), jobs
-    # anyone else: already the dry run stops at the protected model that would have to be retrained
-    assert_refused_for_vae(run_as_regular_user(demo.workdir, "-n", configfiles=configs))
-    assert {m: sha256(demo.results / "models" / m / "seed0" / "model.pt") for m in METHODS} == before
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(TEST_TIMEOUT)
-def test_protected_model_in_a_real_retraining_run(demo, tmp_path):
-    """Real runs (on a copy of the run directory) that must regenerate the protected VAE model."""
+def test_retrain_when_asked_retrains_only_that_method(demo, tmp_path):
+    """``retrain: [vae]`` (what ``wormflow retrain --methods vae`` sets), as a regular user: the VAE
+    is retrained with the changed config and everything it scored is rescored; the other models stay."""
     workdir = tmp_path / "copy"
     shutil.copytree(demo.workdir, workdir, symlinks=True)
-    models = {m: workdir / MODEL.format(m) for m in METHODS}
+    models = {m: workdir / MODEL.format(m) for m in ALL}
     before = {m: (sha256(p), p.stat().st_mtime_ns) for m, p in models.items()}
     configs = (*DEMO_CONFIGS, write_overlay(tmp_path / "lr.yaml", {"methods": {"vae": {"lr": 1.0e-4}}}))
-    # "--": the target is not one more --set-threads value
-    assert_refused_for_vae(run_as_regular_user(workdir, *FAST, "--", MODEL.format("vae"), configfiles=configs))
-    assert {m: (sha256(p), p.stat().st_mtime_ns) for m, p in models.items()} == before
-    if os.geteuid() != 0:
-        return
-    # as root the read-only model is deleted, retrained and protected again; the other models stay
-    proc = run_snakemake(workdir, *FAST, "--", MODEL.format("vae"), configfiles=configs, timeout=RUN_TIMEOUT)
-    jobs = job_counts(proc.stdout + proc.stderr)
-    assert jobs.get("train") == 1, jobs
+    proc = run_as_regular_user(workdir, *FAST, "--config", "retrain=[vae]", configfiles=configs)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    jobs = job_counts(out)
+    assert jobs.get("train") == 1 and jobs.get("evaluate") == 1, jobs
     assert sha256(models["vae"]) != before["vae"][0]
     assert Artifact.load(models["vae"]).config["lr"] == 1.0e-4
-    assert not models["vae"].stat().st_mode & WRITE_BITS
-    for m in ("gan", "resnet50"):
+    for m in ("gan", "resnet50", BASELINE):
         assert (sha256(models[m]), models[m].stat().st_mtime_ns) == before[m], m
+    pending = json.loads((workdir / "results" / "ledger.json").read_text())["retraining_pending"]
+    assert pending == []
 
 
 # --------------------------------------------------------------------------- the real BBBC010 patches
@@ -537,8 +508,13 @@ def test_real_data_end_to_end(real):
             assert 0 <= block["metrics"][k] <= 1
         assert block["n_test"] == len(files_below(real.data / "labeled" / "test"))
     report = json.loads((r / "report.json").read_text())
-    assert [b["batch"] for b in report["batches"]] == sorted(listed)
-    assert all(b["n_scored"] + b["n_quarantined"] == len(listed[b["batch"]]) for b in report["batches"])
+    processed = [b for b in report["batches"] if not b["unprocessed"]]
+    assert [b["batch"] for b in processed] == sorted(listed)
+    assert all(b["n_scored"] + b["n_quarantined"] == len(listed[b["batch"]]) for b in processed)
+    # the loose labels.csv beside the batch directories is listed, not dropped
+    assert [(b["batch"], b["status"]) for b in report["batches"] if b["unprocessed"]] == [
+        ("labels.csv", "rejected: a file, not a batch directory")
+    ]
 
 
 @pytest.mark.slow

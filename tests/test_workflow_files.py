@@ -269,8 +269,3 @@ def test_rules_use_standard_resource_names(rules):
         assert not extra, f"rule {name} uses non-standard resources {sorted(extra)} (use gpu, mem_mb, runtime, threads)"
     for name in ("train", "score_shard"):
         assert {"gpu", "mem_mb", "runtime"} <= set(rules[name]["resources"]), name
-
-
-def test_models_are_protected(rules):
-    rule = rules["train"]
-    assert [Path(p).name for p in rule["protected"]] == ["model.pt"], rule

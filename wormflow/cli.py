@@ -1,4 +1,4 @@
-"""Command-line entry points: ``wormflow train | score | evaluate | nightly | demo-data``.
+"""Command-line entry points: ``wormflow train | score | evaluate | nightly | retrain | demo-data``.
 
 ``train``, ``score`` and ``evaluate`` run the workflow's own steps (manifest,
 decode once into an image store, train / score / evaluate) on plain
@@ -43,8 +43,7 @@ def _decode_collection(root: str, work: Path, *, labeled: bool, sizes: list[int]
             str(out),
             sizes=sizes,
             threads=config["decode"]["threads"],
-            max_pixels=config["decode"]["max_pixels"],
-            min_side=config["decode"]["min_side"],
+            limits=config["decode"],
             hdf5=config["hdf5"],
         )
         stores.append(str(out))
@@ -164,6 +163,12 @@ def cmd_nightly(args) -> int:
     return run_nightly(args.snakemake_args, results=args.results, snakemake=args.snakemake)
 
 
+def cmd_retrain(args) -> int:
+    from .nightly import retrain
+
+    return retrain(args.methods, args.snakemake_args, force=args.force, results=args.results, snakemake=args.snakemake)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wormflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"wormflow {__version__}")
@@ -203,6 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--snakemake", default=None, help="snakemake executable (default: the one beside this Python)")
     n.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="arguments for snakemake, after --")
     n.set_defaults(func=cmd_nightly)
+
+    r = sub.add_parser(
+        "retrain",
+        help="retrain methods whose training data, config or code changed (a night otherwise keeps the models it has)",
+    )
+    r.add_argument("--methods", nargs="+", required=True, help="methods to retrain, or all")
+    r.add_argument("--force", action="store_true", help="retrain even when nothing changed (a new seed of luck)")
+    r.add_argument("--results", default="results", help="results directory holding the lock file")
+    r.add_argument("--snakemake", default=None, help="snakemake executable (default: the one beside this Python)")
+    r.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="arguments for snakemake, after --")
+    r.set_defaults(func=cmd_retrain)
 
     d = sub.add_parser("demo-data", help="generate the synthetic demo set")
     d.add_argument("out")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .store import ImageStore
+from .store import ImageStore, reading
 
 
 @dataclass
@@ -30,11 +30,12 @@ def load_split(store_paths: Sequence[str], size: int) -> LabeledImages:
     """Concatenate the image stores of one labeled split at resolution ``size`` (shards in order)."""
     imgs, labels, ids = [], [], []
     for p in store_paths:
-        store = ImageStore.open(p)
-        if len(store):
-            imgs.append(store.images(size))
-            labels.append(store.labels.astype(np.int64))
-            ids += store.ids
+        with reading(p):  # a damaged store is removed and rebuilt by the next run
+            store = ImageStore.open(p)
+            if len(store):
+                imgs.append(store.images(size))
+                labels.append(store.labels.astype(np.int64))
+                ids += store.ids
     if not imgs:
         return LabeledImages.empty(size)
     return LabeledImages(np.concatenate(imgs), np.concatenate(labels), ids)

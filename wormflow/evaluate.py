@@ -222,9 +222,10 @@ def evaluate_step(
     from .atomic import atomic_write_text
     from .gallery import write_gallery
     from .scorefile import read_score_file
-    from .store import utc_now
+    from .store import reading, utc_now
 
-    test = read_score_file(test_scores, list(model_paths))
+    with reading(test_scores):
+        test = read_score_file(test_scores, list(model_paths))
     n_boot = evaluation["n_boot"]
     methods = {m: _method_block(m, test, model_paths[m], n_boot) for m in model_paths if m in test.score}
     for m, block in methods.items():

@@ -398,12 +398,17 @@ def scan(root: str | os.PathLike, *, labeled: bool = False) -> list[Entry]:
     return entries
 
 
-def stat_fingerprint(root: str | os.PathLike, *, labeled: bool = False) -> str:
-    """A digest of the collection's file list and ``stat`` data (cheap: no file is opened)."""
+def fingerprint(entries: Iterable[Entry]) -> str:
+    """A digest of a file list and its ``stat`` data."""
     h = hashlib.sha256()
-    for e in scan(root, labeled=labeled):
+    for e in entries:
         h.update(json.dumps([e.relpath, e.size, e.mtime_ns, e.ctime_ns]).encode("utf-8", "surrogateescape"))
     return h.hexdigest()
+
+
+def stat_fingerprint(root: str | os.PathLike, *, labeled: bool = False) -> str:
+    """A digest of the collection's file list and ``stat`` data (cheap: no file is opened)."""
+    return fingerprint(scan(root, labeled=labeled))
 
 
 def sha256_file(path: str | os.PathLike, *, root: str | os.PathLike | int | None = None) -> str:

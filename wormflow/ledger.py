@@ -32,7 +32,7 @@ from .artifact import read_sidecar
 from .atomic import atomic_write_text
 from .inventory import Manifest
 from .scorefile import read_score_file
-from .store import utc_now
+from .store import reading, utc_now
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 SCORED_STAGES = ("decode_shard", "score_shard", "gather")
@@ -104,8 +104,10 @@ def summarize_batch_step(
     batch: str, scores_path: str, manifest_path: str, model_paths: Mapping[str, str], ks_max: float, out: str
 ) -> dict:
     """Write ``summary.json`` of one gathered batch (see module doc); return it."""
-    manifest = Manifest.read(manifest_path)
-    sf = read_score_file(scores_path, list(model_paths))
+    with reading(manifest_path):
+        manifest = Manifest.read(manifest_path)
+    with reading(scores_path):
+        sf = read_score_file(scores_path, list(model_paths))
     n_files, n_scored, n_quarantined = len(manifest.entries), len(sf.ids), len(sf.quarantine)
     methods = {}
     for m, model_path in model_paths.items():
@@ -196,6 +198,41 @@ def _stage_row(stage: str, method: str, secs: list[float], rate: float | None) -
     }
 
 
+def retraining_pending(training: Mapping | None) -> list[dict]:
+    """Models in use whose training data, config section or code changed since they were trained.
+
+    ``training``: ``{"models": {method: {seed: model.pt}}, "sections": {method: config section},
+    "code": {method: code digest}, "manifests": {"train": path, "dev": path}}``.  A model is used
+    as it is until retraining is asked for (``retrain`` in the config, ``wormflow retrain``); this
+    says which ones would change and why.
+    """
+    if not training:
+        return []
+    from .digest import json_digest
+    from .workflow import manifest_summary
+
+    manifests = training.get("manifests", {})
+    data = None
+    if all(Path(p).is_file() for p in manifests.values()) and manifests:
+        data = json_digest({s: manifest_summary(p)["data_digest"] for s, p in sorted(manifests.items())})
+    pending = []
+    for method, seeds in training["models"].items():
+        for seed, path in seeds.items():
+            trained = read_sidecar(path)
+            if trained is None:
+                continue  # no model yet: this run trains it
+            reasons = []
+            if trained.get("data_digest") and data and trained["data_digest"] != data:
+                reasons.append("training data changed (labeled train/dev content)")
+            if trained.get("config_hash") != json_digest(training["sections"][method]):
+                reasons.append(f"config section methods.{method} changed")
+            if trained.get("code_digest") and trained["code_digest"] != training["code"][method]:
+                reasons.append("the code it depends on changed")
+            if reasons:
+                pending.append({"method": method, "seed": int(seed), "model": str(path), "reasons": reasons})
+    return pending
+
+
 def ledger_step(
     summary_paths: Sequence[str],
     rejected: Sequence[tuple[str, str]],
@@ -203,10 +240,21 @@ def ledger_step(
     test_manifest: str | None,
     out_tsv: str,
     out_json: str,
+    *,
+    deferred: Sequence[tuple[str, str]] = (),
+    failed: Sequence[dict] = (),
+    training: Mapping | None = None,
+    problems: Sequence[str] = (),
 ) -> dict:
-    """Write ``batches.tsv`` and ``ledger.json`` from the batch summaries (sorted by batch name = date)."""
+    """Write ``batches.tsv`` and ``ledger.json`` from the batch summaries (sorted by batch name = date),
+    the batches that failed tonight (``failed``: rows with the failing rule, shard and log), were
+    deferred or rejected, and the models whose retraining is pending."""
     summaries = sorted((json.loads(Path(p).read_text()) for p in summary_paths), key=lambda s: s["batch"])
-    rejected_rows = [{"batch": name, "status": f"rejected: {reason}"} for name, reason in rejected]
+    not_processed = [
+        *({"batch": name, "status": f"rejected: {reason}", "kind": "rejected"} for name, reason in rejected),
+        *({"batch": name, "status": reason, "kind": "deferred"} for name, reason in deferred),
+        *({**row, "kind": "failed"} for row in failed),
+    ]
     test_jobs, n_test = {}, 0
     if test_manifest and Path(test_manifest).is_file():
         manifest = Manifest.read(test_manifest)
@@ -214,10 +262,12 @@ def ledger_step(
     ledger = {
         "generated_utc": utc_now(),
         "batches": summaries,
-        "rejected": rejected_rows,
+        "not_processed": sorted(not_processed, key=lambda r: r["batch"]),
+        "retraining_pending": retraining_pending(training),
+        "problems": list(problems),
         "job_times": job_time_summary(summaries, test_jobs, n_test, training_job_seconds(models)),
     }
-    rows = [_tsv_row(s) for s in summaries] + rejected_rows
+    rows = [_tsv_row(s) for s in summaries] + [{k: v for k, v in r.items() if k != "kind"} for r in ledger["not_processed"]]
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]

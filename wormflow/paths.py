@@ -54,8 +54,25 @@ def summary(batch: str) -> str:
 # ----------------------------------------------------------------------------- models
 
 
+def run_name(method: str, seed: int | str) -> str:
+    """A training run: ``<method>/seed<k>`` (the train rule's ``{run}`` wildcard)."""
+    return f"{method}/seed{seed}"
+
+
+def run_method(run: str) -> str:
+    return run.split("/", 1)[0]
+
+
+def run_seed(run: str) -> int:
+    return int(run.split("/", 1)[1].removeprefix("seed"))
+
+
+def run_dir(run: str) -> str:
+    return f"{RESULTS}/models/{run}"
+
+
 def model_dir(method: str, seed: int | str) -> str:
-    return f"{RESULTS}/models/{method}/seed{seed}"
+    return run_dir(run_name(method, seed))
 
 
 def model(method: str, seed: int | str) -> str:

@@ -20,10 +20,10 @@ import numpy as np
 
 from .atomic import atomic_write_text
 from .digest import code_digest, json_digest
-from .imageio import ImageLoadError, decode_image, resize_rgb
+from .imageio import DEFAULT_MAX_FILE_BYTES, ImageLoadError, decode_image, read_file_verified, resize_rgb
 from .inventory import Manifest, build_manifest, sha256_file
 from .scorefile import ScorePart, gather_scores, read_part_ids, write_score_part
-from .store import ImageStore, ImageStoreWriter, IncompleteFileError, chunk_rows, compression_kwargs
+from .store import ImageStore, ImageStoreWriter, IncompleteFileError, chunk_rows, compression_kwargs, reading
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,23 @@ def manifest_step(root: str, out: str, *, labeled: bool, shard_size: int) -> Man
     return manifest
 
 
-def _decode_one(root: Path, relpath: str, sizes: list[int], max_pixels: int, min_side: int):
+DECODE_LIMITS = ("max_pixels", "min_side", "max_decoded_bytes", "max_aspect", "max_nonfinite_fraction")
+
+
+def _decode_one(root: Path, entry, sizes: list[int], limits: dict):
+    """One listed file → its images at ``sizes``, or the reason it is quarantined.
+
+    The bytes are read beneath the collection's root without following links or blocking, and
+    must hash to what the manifest recorded ("changed after listing" otherwise: a file rewritten,
+    replaced by a link or still being written since the manifest job listed it).
+    """
     try:
-        rgb = decode_image(root / relpath, max_pixels=max_pixels, min_side=min_side, min_output_side=max(sizes))
+        data = read_file_verified(
+            root, entry.relpath, entry.sha256, max_bytes=limits.get("max_file_bytes", DEFAULT_MAX_FILE_BYTES)
+        )
+        rgb = decode_image(
+            root / entry.relpath, data=data, min_output_side=max(sizes), **{k: limits[k] for k in DECODE_LIMITS if k in limits}
+        )
     except ImageLoadError as exc:
         return None, exc.reason
     return ({s: resize_rgb(rgb, s) for s in sizes}, rgb.shape[:2]), None
@@ -69,12 +83,15 @@ def decode_shard_step(
     *,
     sizes: list[int],
     threads: int = 1,
-    max_pixels: int,
-    min_side: int,
+    limits: dict,
     hdf5: dict | None = None,
 ) -> dict:
-    """Decode one shard's images once, at every resolution the methods need, into an image store."""
-    manifest = Manifest.read(manifest_path)
+    """Decode one shard's images once, at every resolution the methods need, into an image store.
+
+    ``limits``: the ``decode`` section of the config (sizes, bytes, aspect ratio, non-finite share).
+    """
+    with reading(manifest_path):
+        manifest = Manifest.read(manifest_path)
     entries = manifest.shard(shard)
     root = Path(manifest.root)
     sizes = sorted(set(int(s) for s in sizes))
@@ -88,7 +105,7 @@ def decode_shard_step(
     n_ok = 0
     try:
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            results = pool.map(lambda e: _decode_one(root, e.relpath, sizes, max_pixels, min_side), entries)
+            results = pool.map(lambda e: _decode_one(root, e, sizes, limits), entries)
             for entry, (decoded, reason) in zip(entries, results):
                 if decoded is None:
                     writer.add_quarantine(entry.relpath, reason)
@@ -161,7 +178,8 @@ def score_shard_step(
     method was retrained, or a method was added) is reused, not recomputed.  The store is read
     once per image resolution, for all models needing it.  Parts no longer listed are removed.
     """
-    store = ImageStore.open(store_path)
+    with reading(store_path):
+        store = ImageStore.open(store_path)
     parts_dir = _parts_dir(index_out)
     parts_dir.mkdir(parents=True, exist_ok=True)
     scoring = scoring_code_digest()
@@ -190,6 +208,12 @@ def score_shard_step(
     return {"scored": len(todo), "reused": len(plan) - len(todo), "images": len(store)}
 
 
+def _guarded(batches: Iterable[np.ndarray], path: str) -> Iterator[np.ndarray]:
+    """The store's batches; a read error mid-shard removes the damaged store (rebuilt next run) and fails."""
+    with reading(path):
+        yield from batches
+
+
 def _parts_dir(index_path: str | Path) -> Path:
     """``<shard>.parts/`` beside ``<shard>.scores.json`` (see :func:`wormflow.paths.score_parts`)."""
     index_path = Path(index_path)
@@ -206,7 +230,7 @@ def _score_parts(store: ImageStore, todo: list, *, device: str, batch_size: int,
         by_size.setdefault(scorers[item[:2]].image_size, []).append(item)
     for size, items in sorted(by_size.items()):
         parts: dict = {item[:2]: {} for item in items}
-        for images in prefetched(store.iter_images(size, batch_size)):
+        for images in prefetched(_guarded(store.iter_images(size, batch_size), store.path)):
             for item in items:
                 out = scorers[item[:2]](images)
                 acc = parts[item[:2]]
@@ -265,8 +289,25 @@ def gather_step(
     hdf5: dict | None = None,
     batch: str = "",
 ) -> dict:
-    """Concatenate one collection's shards into ``scores.h5`` (one group per method)."""
-    manifest = Manifest.read(manifest_path)
+    """Concatenate one collection's shards into ``scores.h5`` (one group per method).
+
+    Every input is checked first: a store, index or part that cannot be read — or a part whose
+    ids do not match its store's — is removed with what was made from it, so that the next run
+    decodes or scores that shard again, and the gather fails naming it.
+    """
+    with reading(manifest_path):
+        manifest = Manifest.read(manifest_path)
+    parts = []
+    for store, index in zip(store_paths, index_paths):
+        with reading(store, index):
+            ids = ImageStore.open(store).ids
+        with reading(index):
+            listed = read_score_index(index)
+        for part in listed:
+            with reading(part.path, index):
+                if read_part_ids(part.path) != ids:
+                    raise IncompleteFileError(f"{part.path}: its ids do not match the store {store}")
+        parts.append(listed)
     # A name that is not valid UTF-8 (kept with surrogate escapes) cannot be stored as an HDF5 string: write it as \xNN escapes.
     quarantine = [
         (e.relpath.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"), e.quarantine)
@@ -283,7 +324,7 @@ def gather_step(
     return gather_scores(
         out,
         store_paths,
-        [read_score_index(p) for p in index_paths],
+        parts,
         quarantine,
         manifest.root,
         attrs,

@@ -34,6 +34,7 @@ Layouts (also in the README):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import os
@@ -41,6 +42,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
 
@@ -57,6 +59,42 @@ DEFAULT_COMPRESSION = {"compression": "gzip", "compression_opts": 4}
 
 class IncompleteFileError(RuntimeError):
     """An HDF5 file that was not completely written (or is not ours)."""
+
+
+class DamagedInputError(RuntimeError):
+    """A derived input (a store, a score part, a manifest) could not be read; it was removed so that the
+    next run rebuilds it from its source instead of failing on it every night."""
+
+
+# What reading a damaged or truncated file raises: our completeness check, h5py's OSError/KeyError,
+# zlib (parallel chunk inflate), ValueError (a chunk of the wrong size, JSON that does not parse).
+READ_ERRORS = (IncompleteFileError, OSError, KeyError, ValueError, zlib.error)
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike, *dependents: str | os.PathLike):
+    """Read ``path`` inside this block; if it turns out unreadable, remove it (and ``dependents``, files
+    that were made from it) and raise :class:`DamagedInputError` saying so.
+
+    Only for files the workflow derives from the images (stores, parts, indexes, gathered scores,
+    manifests): removing one costs a rebuild on the next run and loses nothing.
+    """
+    try:
+        yield
+    except READ_ERRORS as exc:
+        removed = [str(p) for p in (path, *dependents) if _unlink(p)]
+        raise DamagedInputError(
+            f"{path} could not be read ({type(exc).__name__}: {exc}); removed {', '.join(removed) or 'nothing'} "
+            "so that the next run rebuilds it from its source"
+        ) from exc
+
+
+def _unlink(path: str | os.PathLike) -> bool:
+    try:
+        Path(path).unlink()
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def utc_now() -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from . import methods
 from .config import method_schema_paths
 from .digest import code_digest, json_digest
+from .inventory import Entry, fingerprint, newest_change_ns, scan
 from .names import display_name
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,48 @@ def _not_a_batch(d: os.DirEntry) -> str:
     return ""
 
 
+@functools.cache
+def collection_state(root: str, labeled: bool) -> tuple[str, int]:
+    """``(stat fingerprint, newest change in ns)`` of a collection, from one scan per DAG build.
+
+    The fingerprint is the manifest job's cheap change detector; the newest change decides
+    whether a batch has settled (see :func:`settled_batches`).
+    """
+    entries = scan(root, labeled=labeled)
+    return fingerprint(entries), newest_change_ns(entries)
+
+
+def settled_batches(
+    root: str | os.PathLike, batches: list[str], settle_minutes: float, manifests: dict[str, str], now_ns: int | None = None
+):
+    """Split ``batches`` into those to process and those deferred ``(name, reason)``: a new or changed
+    batch whose newest file changed less than ``settle_minutes`` ago may still be being written by
+    the imager.  A batch whose files are exactly as its manifest (``manifests[name]``) listed them is
+    never deferred: nothing in it is new."""
+    if settle_minutes <= 0:
+        return list(batches), []
+    import time
+
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    ready, deferred = [], []
+    for b in batches:
+        current, newest = collection_state(str(Path(root) / b), False)
+        listed = manifests.get(b)
+        if listed and os.path.isfile(listed) and manifest_summary(listed)["stat_fingerprint"] == current:
+            ready.append(b)
+            continue
+        age_min = (now_ns - newest) / 60e9
+        if age_min < settle_minutes:
+            deferred.append(
+                (b, f"deferred: its newest file changed {max(age_min, 0):.1f} min ago (settle time {settle_minutes:g} min)")
+            )
+        else:
+            ready.append(b)
+    for name, reason in deferred:
+        log.warning("batch %s %s", name, reason)
+    return ready, deferred
+
+
 def method_schemas(config: dict) -> dict[str, Path]:
     """The schema file each method section of the config is validated against."""
     return method_schema_paths(config)
@@ -100,6 +143,15 @@ def method_schemas(config: dict) -> dict[str, Path]:
 
 def enabled_methods(config: dict) -> list[str]:
     return methods.enabled(config)
+
+
+def retrain_methods(config: dict, enabled: list[str]) -> set[str]:
+    """The methods whose existing models this run may retrain (config ``retrain``: names or ``all``)."""
+    asked = set(config.get("retrain", []))
+    unknown = asked - set(enabled) - {"all"}
+    if unknown:
+        raise ValueError(f"retrain: {', '.join(sorted(unknown))} is not an enabled method ({', '.join(enabled)})")
+    return set(enabled) if "all" in asked else asked
 
 
 def method_seeds(method: str, seeds: list[int]) -> list[int]:
@@ -129,6 +181,8 @@ def _manifest_summary(path: str, mtime_ns: int) -> dict:
         # latest mtime/ctime of the collection's files (0: manifest from before it was recorded); see
         # inventory.newest_change_ns - for a settle time before a batch that may still be written is scored
         "newest_change_ns": int(data.get("newest_change_ns", 0)),
+        # the files and their stat data as listed (compared with a new scan: has anything changed?)
+        "stat_fingerprint": fingerprint(Entry(**e) for e in data["entries"]),
     }
 
 

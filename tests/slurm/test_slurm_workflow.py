@@ -35,6 +35,7 @@ CPUs: ~4-5 min (SLURM run ~3 min, the failure/rerun part ~1.5 min).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -96,7 +97,7 @@ def _wc(*values: str) -> str:
 
 EXPECTED_JOBS = (
     {("decode_shard", _wc(c, "0")) for c in DECODED}
-    | {("train", _wc(m, "0")) for m in METHODS}
+    | {("train", _wc(f"{m}/seed0")) for m in METHODS}
     | {("score_shard", _wc(c, "0")) for c in SCORED}  # one job per shard scores every method
 )
 
@@ -288,7 +289,7 @@ def _dry_run(workdir: Path, *, name: str, show: bool = False) -> dict[str, int]:
     dry = run_snakemake([*WORKFLOW_ARGS, "-n"], cwd=workdir, timeout_s=120, log_file=workdir.parent / f"{name}.log")
     assert dry.returncode == 0, dry.describe()
     if show:
-        assert "wildcards: coll=batches/demo-batch-1, shard=0\n" in dry.output, dry.describe()
+        assert re.search(r"wildcards: coll=batches/demo-batch-1, shard=0\s*$", dry.output, re.M), dry.describe()
     return job_stats(dry.output)
 
 
@@ -429,6 +430,16 @@ def test_failed_job_is_reported_and_only_it_reruns(runs: Runs):
     for m in ("gan", "resnet50", "dark_pixels"):
         assert list((results / "batches/demo-batch-1/shards/0.parts").glob(f"{m}.seed0.*.h5")), m
     assert not batch_scores.exists()
+    # a report this morning all the same (the onerror hook, in the head process): what completed,
+    # and the failed batch with the rule, shard, rule log and SLURM log of its failed job
+    ledger = json.loads((results / "ledger.json").read_text())
+    (row,) = ledger["not_processed"]
+    assert (row["batch"], row["kind"], row["failed_rule"], row["failed_shard"]) == ("demo-batch-1", "failed", "score_shard", 0), (
+        row
+    )
+    assert row["log"] == rule_log and row["slurm_log"] == slurm_log, row
+    assert [b["batch"] for b in ledger["batches"]] == ["demo-batch-2"]
+    assert "failed in rule score_shard, shard 0" in (results / "report.html").read_text()
 
     # what is left to do: the one failed job, then the localrules downstream of it
     plan = _dry_run(wd, name="dry-run-after", show=True)

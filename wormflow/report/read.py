@@ -44,7 +44,7 @@ def read_inputs(metrics_path: str, gallery_path: str, ledger_path: str) -> dict:
     return {
         "metrics": metrics or {"methods": {}},
         "gallery": gallery,
-        "ledger": ledger or {"batches": [], "rejected": [], "job_times": []},
+        "ledger": ledger or {"batches": [], "not_processed": [], "job_times": []},
         "problems": problems,
     }
 

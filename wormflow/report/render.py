@@ -131,6 +131,7 @@ def sidecar(context: dict) -> dict:
             "confusion_matrices": context["confusion"],
             "galleries": {"methods": galleries},
             "batches": batches,
+            "retraining_pending": context["retraining_pending"],
             "trends": {k: v for k, v in context["trends"].items() if k != "figure"},
             "quarantine": [{k: v for k, v in q.items() if k != "id_visible"} for q in context["quarantine"]],
             "provenance": context["provenance"],

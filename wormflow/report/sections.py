@@ -195,7 +195,7 @@ def batch_row(summary: dict, methods: Sequence[str]) -> dict:
     return {
         "batch": summary["batch"],
         "batch_visible": visible(summary["batch"]),
-        "rejected": False,
+        "unprocessed": False,
         "status": summary.get("status", ""),
         "error": summary.get("error", ""),
         "n_files": summary.get("n_files"),
@@ -211,21 +211,33 @@ def batch_row(summary: dict, methods: Sequence[str]) -> dict:
     }
 
 
-def batches_section(ledger: dict, methods: Sequence[str]) -> list[dict]:
-    """Rows for the batches (sorted by name = date), then the directories that are not usable batches."""
-    rows = [batch_row(s, methods) for s in sorted(ledger.get("batches", []), key=lambda s: s["batch"])]
-    for r in sorted(ledger.get("rejected", []), key=lambda r: r["batch"]):
-        rows.append(
-            {
-                "batch": r["batch"],
-                "batch_visible": visible(r["batch"]),
-                "rejected": True,
-                "status": r["status"],
-                "flagged": {},
-                "ks": {},
-                "drift": {},
-            }
+def _not_processed_row(r: dict) -> dict:
+    note = "not processed"
+    if r.get("kind") == "failed":
+        where = f"rule {r.get('failed_rule', '?')}" + (
+            f", shard {r['failed_shard']}" if r.get("failed_shard") is not None else ""
         )
+        note = f"failed in {where}; log: {r.get('log', '–')}"
+        if r.get("detail"):
+            note += f" ({r['detail']})"
+    return {
+        "batch": r["batch"],
+        "batch_visible": visible(r["batch"]),
+        "unprocessed": True,
+        "kind": r.get("kind", "rejected"),
+        "status": r["status"],
+        "note": note,
+        "flagged": {},
+        "ks": {},
+        "drift": {},
+    }
+
+
+def batches_section(ledger: dict, methods: Sequence[str]) -> list[dict]:
+    """Rows for the batches (sorted by name = date), then those not processed tonight (failed,
+    deferred) and the directories that are not usable batches."""
+    rows = [batch_row(s, methods) for s in sorted(ledger.get("batches", []), key=lambda s: s["batch"])]
+    rows += [_not_processed_row(r) for r in ledger.get("not_processed", [])]
     return rows
 
 
@@ -234,8 +246,8 @@ def agreement_pairs(methods: Sequence[str]) -> list[str]:
 
 
 def trends_section(rows: Sequence[dict], methods: Sequence[str], ks_max: float, display: Mapping[str, dict]) -> dict:
-    """Flagged share and KS per method across the (non-rejected) batches, sorted by name, and the figure."""
-    scored = sorted((r for r in rows if not r.get("rejected")), key=lambda r: r["batch"])
+    """Flagged share and KS per method across the processed batches, sorted by name, and the figure."""
+    scored = sorted((r for r in rows if not r.get("unprocessed")), key=lambda r: r["batch"])
     names = [r["batch"] for r in scored]
     flagged = {m: [r["flagged"].get(m) for r in scored] for m in methods}
     ks = {m: [r["ks"].get(m) for r in scored] for m in methods}
