@@ -51,6 +51,12 @@ def summary(batch: str) -> str:
     return f"{RESULTS}/batches/{batch}/summary.json"
 
 
+def thumbnails(batch: str) -> str:
+    """The batch's well thumbnails (composite and per-method map overlays, JPEG data URIs), written by
+    summarize beside :func:`summary` for batches of fields; the report reads it for its plate views."""
+    return summary(batch).rsplit("/", 1)[0] + "/thumbnails.json"
+
+
 # ----------------------------------------------------------------------------- models
 
 
