@@ -5,7 +5,8 @@ text (``svg.fonttype = none``: small files, the browser's own sans-serif
 font) and a fixed hash salt (the same inputs give the same bytes).  Images
 (gallery thumbnails) are PNGs, upscaled with nearest-neighbour to about
 :data:`THUMB_PX` pixels so that single pixels stay visible; larger images
-are reduced by an integer factor instead.  Every function returns a
+are reduced by an integer factor instead.  Plate maps draw a 96- or
+384-well plate, one well a circle.  Every function returns a
 ``data:image/...;base64,...`` string: the report embeds it as an ``<img>``
 source, so the HTML needs no external file and no inline ``<svg>`` markup.
 """
@@ -23,9 +24,13 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import PercentFormatter  # noqa: E402
 from PIL import Image  # noqa: E402
 
 THUMB_PX = 96
+MAX_TICKS = 12  # batch names labelled on a trend axis (more batches: every k-th)
+MAX_MARKED = 60  # trend series longer than this are drawn as lines without point markers
 CLASS_COLOURS = {"no_wormed": "#4477aa", "wormed": "#cc6677"}
 MARK_COLOUR = "#c0392b"
 FALLBACK_COLOURS = ("#e7298a", "#66a61e", "#e6ab02", "#a6761d")
@@ -235,9 +240,9 @@ def trend_figure(
         fig, (ax_f, ax_k) = plt.subplots(1, 2, figsize=(10, 3.6))
         for i, method in enumerate(flagged):
             colour, label = method_colour(display, method, i), _label(display, method)
-            ax_f.plot(x, _finite(flagged[method]), marker="o", ms=4, color=colour, label=label)
+            ax_f.plot(x, _finite(flagged[method]), color=colour, label=label, **_marker(len(batches)))
             k = _finite(ks.get(method, [None] * len(batches)))
-            ax_k.plot(x, k, marker="o", ms=4, color=colour, label=label)
+            ax_k.plot(x, k, color=colour, label=label, **_marker(len(batches)))
             beyond = np.isfinite(k) & (k > ks_max)
             if beyond.any():
                 ax_k.scatter(x[beyond], k[beyond], s=110, facecolors="none", edgecolors=MARK_COLOUR, linewidths=1.6, zorder=5)
@@ -247,14 +252,7 @@ def trend_figure(
         ax_f.set_ylim(-0.02, 1.02)
         ax_k.set_ylim(0, max(1.0, ks_max * 1.1))
         for ax in (ax_f, ax_k):
-            ax.set_xticks(
-                x,
-                [_short(b) for b in batches],
-                rotation=45 if len(batches) > 6 else 0,
-                ha="right" if len(batches) > 6 else "center",
-            )
-            if len(batches):
-                ax.set_xlim(-0.5, len(batches) - 0.5)
+            _batch_axis(ax, batches)
             ax.legend(loc="best")
         fig.tight_layout()
         return svg_uri(fig, "trends")
@@ -263,3 +261,133 @@ def trend_figure(
 def _short(name: str, n: int = 16) -> str:
     """A batch name shortened for an axis tick (matplotlib's SVG writer escapes it)."""
     return name if len(name) <= n else name[: n - 1] + "…"
+
+
+def _batch_axis(ax, batches: Sequence[str]) -> None:
+    """Batch names as x ticks: at most :data:`MAX_TICKS` labelled (evenly spread, the last one always), rotated when many."""
+    n = len(batches)
+    step = max(1, math.ceil(n / MAX_TICKS))
+    at = sorted({*range(0, n, step), n - 1}) if n else []
+    if len(at) > 1 and at[-1] - at[-2] < step:
+        at.pop(-2)  # keep the last batch's label, drop its crowded neighbour
+    ax.set_xticks(
+        at, [_short(batches[i]) for i in at], rotation=45 if len(at) > 6 else 0, ha="right" if len(at) > 6 else "center"
+    )
+    if n:
+        ax.set_xlim(-0.5, n - 0.5)
+
+
+def _marker(n: int) -> dict:
+    """Point markers for a series of ``n`` batches (none beyond :data:`MAX_MARKED`: lines only, smaller files)."""
+    return {"marker": "o", "ms": 4} if n <= MAX_MARKED else {}
+
+
+def field_trend_figure(
+    batches: Sequence[str],
+    mean_share: Mapping[str, Sequence[float | None]],
+    flagged_share: Mapping[str, Sequence[float | None]],
+    display: Mapping[str, dict],
+) -> str:
+    """Batches of fields: mean estimated worm area share of the scored fields (left) and share of fields flagged
+    (predicted wormed, right), one line per method."""
+    x = np.arange(len(batches))
+    with plt.rc_context(RC):
+        fig, (ax_s, ax_f) = plt.subplots(1, 2, figsize=(10, 3.6))
+        top = 0.0
+        for i, method in enumerate(mean_share):
+            colour, label = method_colour(display, method, i), _label(display, method)
+            share = _finite(mean_share[method])
+            ax_s.plot(x, share, color=colour, label=label, **_marker(len(batches)))
+            ax_f.plot(
+                x, _finite(flagged_share.get(method, [None] * len(batches))), color=colour, label=label, **_marker(len(batches))
+            )
+            if np.isfinite(share).any():
+                top = max(top, float(np.nanmax(share)))
+        _axes(ax_s, "Mean estimated worm area share per field", "batch", "worm area share", unit=False)
+        _axes(ax_f, "Fields flagged (predicted wormed)", "batch", "share of scored fields", unit=False)
+        ax_s.set_ylim(0, max(top * 1.15, 1e-3))
+        ax_f.set_ylim(-0.02, 1.02)
+        for ax in (ax_s, ax_f):
+            ax.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=None))
+            _batch_axis(ax, batches)
+            ax.legend(loc="best")
+        fig.tight_layout()
+        return svg_uri(fig, "field_trends")
+
+
+# --------------------------------------------------------------------------- plates
+
+PLATE_CMAP = "viridis"
+PLATE_SHAPES = {96: (8, 12), 384: (16, 24)}
+PLATE_CELL_IN = {96: 0.4, 384: 0.22}
+ROW_LETTERS = "ABCDEFGHIJKLMNOP"
+
+
+def plate_figure(
+    n_wells: int,
+    shares: Mapping[tuple[int, int], float],
+    fields_at: Sequence[tuple[int, int]],
+    vmax: float,
+    title: str,
+    salt: str,
+) -> str:
+    """A 96- or 384-well plate (row A on top, column 1 on the left), one circle a well at ``(row, column)``
+    (0-based): wells with a scored field (``shares``) filled by their estimated worm area share on the scale
+    0–``vmax`` (:data:`PLATE_CMAP`, colour bar beside), the other wells that hold a field of the batch
+    (``fields_at``: not scored, quarantined) light grey with a red cross, the rest (no field in the batch) an
+    empty outline.
+
+    The layout is fixed in inches (one well a cell of :data:`PLATE_CELL_IN`), so that the wells are scatter
+    markers of a known size: the SVG holds one circle definition and one short reference per well.
+    """
+    from matplotlib.colors import Normalize
+
+    rows, cols = PLATE_SHAPES[n_wells]
+    cell = PLATE_CELL_IN[n_wells]
+    vmax = vmax if vmax > 0 else 1e-3
+    norm, cmap = Normalize(0.0, vmax), matplotlib.colormaps[PLATE_CMAP]
+    scored = sorted(shares)
+    crossed = sorted(set(fields_at) - set(shares))
+    taken = {*scored, *crossed}
+    empty = [(r, c) for r in range(rows) for c in range(cols) if (r, c) not in taken]
+    left, top, bottom, bar_gap, bar_w, right = 0.3, 0.62, 0.42, 0.12, 0.12, 0.78
+    w_in, h_in = left + cols * cell + bar_gap + bar_w + right, top + rows * cell + bottom
+    size = (0.84 * cell * 72) ** 2  # marker area in points²: a circle of 84 % of the cell
+
+    def xy(at):
+        return [c for _, c in at], [r for r, _ in at]
+
+    with plt.rc_context({**RC, "axes.grid": False}):
+        fig = plt.figure(figsize=(w_in, h_in))
+        ax = fig.add_axes((left / w_in, bottom / h_in, cols * cell / w_in, rows * cell / h_in))
+        marks = {"marker": "o", "s": size, "clip_on": False}
+        if empty:
+            ax.scatter(*xy(empty), facecolors="none", edgecolors="#9aa3ab", linewidths=0.6, **marks)
+        if crossed:
+            ax.scatter(*xy(crossed), facecolors="#eeeeee", edgecolors="#9aa3ab", linewidths=0.6, **marks)
+            ax.scatter(*xy(crossed), marker="x", s=size * 0.45, color=MARK_COLOUR, linewidths=1.4, clip_on=False)
+        if scored:
+            values = np.array([shares[k] for k in scored], dtype=np.float64)
+            ax.scatter(*xy(scored), c=values, cmap=cmap, norm=norm, edgecolors="#4d4d4d", linewidths=0.4, **marks)
+        ax.set_xlim(-0.5, cols - 0.5)
+        ax.set_ylim(rows - 0.5, -0.5)
+        ax.xaxis.tick_top()
+        small = 6.5 if n_wells == 384 else 8
+        ax.set_xticks(range(cols), [str(c + 1) for c in range(cols)], fontsize=small)
+        ax.set_yticks(range(rows), list(ROW_LETTERS[:rows]), fontsize=small)
+        ax.tick_params(length=0, pad=2)
+        for side in ax.spines.values():
+            side.set_visible(False)
+        ax.set_title(title, pad=14)
+        cax = fig.add_axes(((left + cols * cell + bar_gap) / w_in, bottom / h_in, bar_w / w_in, rows * cell / h_in))
+        bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), cax=cax)
+        bar.solids.set_rasterized(True)
+        bar.ax.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=None))
+        bar.ax.tick_params(labelsize=small)
+        bar.set_label("estimated worm area share", fontsize=small)
+        handles = [
+            Line2D([], [], ls="none", marker="x", color=MARK_COLOUR, mew=1.4, label="not scored (quarantined)"),
+            Line2D([], [], ls="none", marker="o", mfc="none", mec="#9aa3ab", label="no field in this batch"),
+        ]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, 0.0), ncol=2, handletextpad=0.3, borderaxespad=0.2)
+        return svg_uri(fig, salt)
