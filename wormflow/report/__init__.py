@@ -4,8 +4,14 @@ One self-contained page that imaging labs open every morning: every figure and i
 inline ``data:`` URI (SVG plots, PNG thumbnails from :mod:`wormflow.plots`), the styles are one
 ``<style>`` block, there is no JavaScript, and a Content-Security-Policy ``<meta>`` forbids
 loading anything from outside the file.  Sections: summary, confusion matrices, ROC and PR
-curves, metrics against threshold, score histograms, galleries, batches, trends, quarantine,
-provenance.
+curves, metrics against threshold, score histograms, galleries, batches, plates, trends,
+quarantine, provenance.
+
+Plates: for the latest ``report.plates`` batches of fields (raw microscope output, one field per
+well; the summary's ``fields`` object), a plate map per method coloured by the estimated worm area
+share, the per-method table, the methods' agreement and per-well thumbnails (at most
+``report.max_well_thumbnails`` rows per batch, from the batch's ``thumbnails.json``); the trends
+cover every batch of fields.
 
 The report displays what evaluation (``eval/metrics.json``, ``eval/gallery.h5``) and the ledger
 (``ledger.json``) wrote (:mod:`.read`); each section is a function from those to the template's
@@ -41,10 +47,13 @@ SECTIONS = (
     ("histograms", "Score histograms"),
     ("galleries", "Galleries"),
     ("batches", "Batches"),
+    ("plates", "Plates"),
     ("trends", "Trends"),
     ("quarantine", "Quarantine"),
     ("provenance", "Provenance"),
 )
+DEFAULT_PLATES = 3
+DEFAULT_MAX_WELL_THUMBNAILS = 96
 
 
 def build_context(inputs: dict, methods: Sequence[str], config: Mapping) -> dict:
@@ -58,9 +67,19 @@ def build_context(inputs: dict, methods: Sequence[str], config: Mapping) -> dict
     report_cfg = config.get("report", {})
     ks_max = float(config.get("drift", {}).get("ks_max", 0.3))
     batch_rows = sections.batches_section(ledger, evaluated)
+    plates = sections.plates_section(
+        ledger,
+        methods,
+        display,
+        inputs.get("thumbnails", {}),
+        inputs.get("thumbnail_files", {}),
+        int(report_cfg.get("plates", DEFAULT_PLATES)),
+        int(report_cfg.get("max_well_thumbnails", DEFAULT_MAX_WELL_THUMBNAILS)),
+    )
     return {
         "title": str(report_cfg.get("title", "wormflow report")),
         "sections": SECTIONS,
+        "section_no": {anchor: i for i, (anchor, _) in enumerate(SECTIONS, 1)},
         "methods": learned,
         "floors": floors,
         "missing_methods": [m for m in methods if m not in blocks],
@@ -75,6 +94,8 @@ def build_context(inputs: dict, methods: Sequence[str], config: Mapping) -> dict
         "agreement_pairs": sections.agreement_pairs(evaluated),
         "ks_max": ks_max,
         "trends": sections.trends_section(batch_rows, evaluated, ks_max, display),
+        "plates": plates,
+        "field_trends": sections.field_trends(ledger, methods, display),
         "quarantine": sections.quarantine_section(ledger, metrics.get("test_quarantine", [])),
         "quarantine_html_max": sections.QUARANTINE_HTML_MAX,
         "provenance": {
@@ -104,7 +125,8 @@ def report_step(
 ) -> dict:
     """Write ``report.html`` (self-contained) and ``report.json`` atomically; return the sidecar dict."""
     t0 = time.perf_counter()
-    context = build_context(read_inputs(metrics_path, gallery_path, ledger_path), list(methods), config)
+    plates = int(config.get("report", {}).get("plates", DEFAULT_PLATES))
+    context = build_context(read_inputs(metrics_path, gallery_path, ledger_path, plates), list(methods), config)
     context["generated_utc"] = utc_now()
     context["generation_s"] = round(time.perf_counter() - t0, 2)
     html = render_html(context, templates_dir)

@@ -21,6 +21,7 @@ from .. import __version__
 
 METRIC_KEYS = ("f1", "auroc", "average_precision", "precision", "recall")
 METRIC_NAMES = {"f1": "F1", "precision": "Precision", "recall": "Recall", "auroc": "AUROC", "average_precision": "AP"}
+PLATE_PAGE_ONLY = ("anchor", "labels", "figures", "rows", "shown", "off_plate", "thumb_size")  # images, page layout
 _INVISIBLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
 
 
@@ -111,7 +112,9 @@ def render_html(context: dict, templates_dir: str | os.PathLike | None = None) -
 
 
 def sidecar(context: dict) -> dict:
-    """The numbers of the page (no images): what ``report.json`` holds."""
+    """The numbers of the page (no images): what ``report.json`` holds.  For the detailed batches of fields,
+    ``plates`` has every field's numbers as the summary wrote them (with its plate position), also for the
+    wells whose thumbnail rows the page leaves out."""
     galleries = [
         {
             **{k: g[k] for k in ("method", "label", "n_misses", "n_hits")},
@@ -120,6 +123,14 @@ def sidecar(context: dict) -> dict:
         for g in context["galleries"]["galleries"]
     ]
     batches = [{k: v for k, v in r.items() if k != "batch_visible"} for r in context["batches"]]
+    plates = [
+        {
+            **{k: v for k, v in b.items() if k not in PLATE_PAGE_ONLY},
+            "wells": [{k: v for k, v in r.items() if k != "position"} | {"plate_position": r["position"]} for r in b["rows"]],
+            "thumbnail_rows": len(b["shown"]),
+        }
+        for b in context["plates"]["batches"]
+    ]
     return json_clean(
         {
             "title": context["title"],
@@ -132,7 +143,11 @@ def sidecar(context: dict) -> dict:
             "galleries": {"methods": galleries},
             "batches": batches,
             "retraining_pending": context["retraining_pending"],
-            "trends": {k: v for k, v in context["trends"].items() if k != "figure"},
+            "plates": {"batches": plates, **{k: v for k, v in context["plates"].items() if k != "batches"}},
+            "trends": {
+                **{k: v for k, v in context["trends"].items() if k != "figure"},
+                "fields": {k: v for k, v in context["field_trends"].items() if k != "figure"},
+            },
             "quarantine": [{k: v for k, v in q.items() if k != "id_visible"} for q in context["quarantine"]],
             "provenance": context["provenance"],
         }
