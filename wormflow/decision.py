@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 ONE_CLASS_COVERAGE = 0.95
 RESNET_GRID = tuple(np.round(np.linspace(0.1, 0.9, 81), 4).tolist())
 THRESHOLD_RULES = ("robust", "f1max")
-DEFAULT_THRESHOLD_RULE = "f1max"  # the workflow's default (config.yaml calibration.threshold_rule)
+DEFAULT_THRESHOLD_RULE = "robust"  # the workflow's default (config.yaml calibration.threshold_rule)
 N_BOOT = 200
 
 
