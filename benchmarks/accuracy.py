@@ -377,7 +377,7 @@ def cmd_summarize(args) -> None:
 
 def _baseline(data: Path, bcfg: dict, n_boot: int) -> dict:
     """The dark-pixel floor, the ``dark_pixels`` method: "trained" with the workflow's ``train`` (no
-    weights; the threshold is the dev F1 optimum), its artifact's scorer run on the test patches."""
+    weights; the threshold chosen on dev by the default rule), its artifact's scorer run on the test patches."""
     import tempfile
 
     from wormflow.data import LabeledImages

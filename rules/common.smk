@@ -313,12 +313,13 @@ def get_training_runs(wildcards):
 
 
 def training_state():
-    """What the ledger compares each model's sidecar with: config sections, code, training data."""
+    """What the ledger compares each model's sidecar with: config sections, code, training data, threshold rule."""
     return {
         "models": all_models(),
         "sections": {m: config["methods"][m] for m in METHODS},
         "code": {m: wfh.training_code_digest(m) for m in METHODS},
         "manifests": {s: P.manifest(f"labeled/{s}") for s in ("train", "dev")},
+        "calibration": config.get("calibration", {}),
     }
 
 

@@ -7,6 +7,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")  # noqa: F821 - the repository's
 from pathlib import Path
 
 from wormflow.data import load_split
+from wormflow.decision import DEFAULT_THRESHOLD_RULE, N_BOOT
 from wormflow.smk import run
 from wormflow.train import train
 
@@ -14,6 +15,7 @@ from wormflow.train import train
 def main(smk):
     cfg = dict(smk.params.cfg)
     training = smk.config["training"]  # device, workers, logging: how it runs, not what it learns
+    calibration = smk.config.get("calibration", {})  # how the dev threshold is chosen (config.yaml)
     size = cfg["image_size"]
     train(
         smk.params.method,
@@ -29,6 +31,8 @@ def main(smk):
         code_digest=smk.params.code,
         tensorboard=training["tensorboard"],
         checkpoint_interval_s=training.get("checkpoint_interval_s", 0),
+        threshold_rule=calibration.get("threshold_rule", DEFAULT_THRESHOLD_RULE),
+        n_boot=int(calibration.get("n_boot", N_BOOT)),
     )
 
 

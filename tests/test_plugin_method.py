@@ -83,8 +83,8 @@ class BrightnessMethod(Method):
     def scores(self, features, combiner=None):
         return sigmoid(features[:, 0])
 
-    def calibrate(self, features, dev_set, cfg):
-        return direct_calibration(self.scores(features), dev_set, cfg, None)
+    def calibrate(self, features, dev_set, cfg, rule="robust", n_boot=200):
+        return direct_calibration(self.scores(features), dev_set, cfg, None, rule, n_boot)
 
 
 METHOD = BrightnessMethod()

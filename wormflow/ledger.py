@@ -199,10 +199,11 @@ def _stage_row(stage: str, method: str, secs: list[float], rate: float | None) -
 
 
 def retraining_pending(training: Mapping | None) -> list[dict]:
-    """Models in use whose training data, config section or code changed since they were trained.
+    """Models in use whose training data, config section, threshold rule or code changed since they were trained.
 
     ``training``: ``{"models": {method: {seed: model.pt}}, "sections": {method: config section},
-    "code": {method: code digest}, "manifests": {"train": path, "dev": path}}``.  A model is used
+    "code": {method: code digest}, "manifests": {"train": path, "dev": path}}``, optionally with
+    ``"calibration"`` (the config's section: how the dev threshold is chosen).  A model is used
     as it is until retraining is asked for (``retrain`` in the config, ``wormflow retrain``); this
     says which ones would change and why.
     """
@@ -226,11 +227,30 @@ def retraining_pending(training: Mapping | None) -> list[dict]:
                 reasons.append("training data changed (labeled train/dev content)")
             if trained.get("config_hash") != json_digest(training["sections"][method]):
                 reasons.append(f"config section methods.{method} changed")
+            if (changed := _calibration_change(trained, training.get("calibration"))) is not None:
+                reasons.append(changed)
             if trained.get("code_digest") and trained["code_digest"] != training["code"][method]:
                 reasons.append("the code it depends on changed")
             if reasons:
                 pending.append({"method": method, "seed": int(seed), "model": str(path), "reasons": reasons})
     return pending
+
+
+def _calibration_change(trained: Mapping, calibration: Mapping | None) -> str | None:
+    """Why a model's threshold would differ under the configured threshold rule (None: it would not).
+
+    Models from before the rule was configurable carry no record and were calibrated by ``f1max``."""
+    if calibration is None:
+        return None
+    from .decision import DEFAULT_THRESHOLD_RULE, N_BOOT
+
+    had = (trained.get("extra") or {}).get("calibration") or {"threshold_rule": "f1max"}
+    rule, n_boot = calibration.get("threshold_rule", DEFAULT_THRESHOLD_RULE), int(calibration.get("n_boot", N_BOOT))
+    if had.get("threshold_rule") != rule:
+        return f"threshold rule changed ({had.get('threshold_rule')} → {rule}, calibration.threshold_rule)"
+    if rule == "robust" and had.get("n_boot") != n_boot:
+        return f"bootstrap resamples of the robust threshold rule changed ({had.get('n_boot')} → {n_boot}, calibration.n_boot)"
+    return None
 
 
 def ledger_step(

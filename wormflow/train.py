@@ -36,6 +36,7 @@ from . import __version__
 from .artifact import Artifact
 from .atomic import atomic_path, atomic_write_text
 from .data import LabeledImages
+from .decision import DEFAULT_THRESHOLD_RULE, N_BOOT, THRESHOLD_RULES
 from .digest import json_digest
 from .methods import get as get_method
 from .runtime import rng_state, seed_everything, select_device, set_rng_state
@@ -144,8 +145,17 @@ def train(
     tensorboard: bool = True,
     checkpoint_interval_s: float = 0.0,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    threshold_rule: str = DEFAULT_THRESHOLD_RULE,
+    n_boot: int = N_BOOT,
 ) -> Artifact:
-    """Train ``method`` (resuming if possible) and write ``model.pt``; return the :class:`Artifact`."""
+    """Train ``method`` (resuming if possible) and write ``model.pt``; return the :class:`Artifact`.
+
+    ``threshold_rule`` (``"robust"`` or ``"f1max"``) and ``n_boot`` choose the dev threshold
+    (:func:`wormflow.decision.choose_threshold`); the artifact records them (``threshold_rule`` in
+    words, ``extra["calibration"]`` as given).
+    """
+    if threshold_rule not in THRESHOLD_RULES:
+        raise ValueError(f"unknown threshold rule {threshold_rule!r} (known: {', '.join(THRESHOLD_RULES)})")
     spec = get_method(method)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -213,7 +223,7 @@ def train(
     if best_state is not None:
         model.load_state_dict(best_state)
 
-    calibration = _calibrate(method, model, cfg, dev_set, dev_)
+    calibration = _calibrate(method, model, cfg, dev_set, dev_, threshold_rule, n_boot)
     artifact = Artifact(
         method=method,
         config=calibration.cfg,
@@ -238,17 +248,18 @@ def train(
         data_digest=data_digest,
         code_digest=code_digest,
         package_version=__version__,
+        extra={"calibration": {"threshold_rule": threshold_rule, "n_boot": int(n_boot)}},
     )
     artifact.save(out / "model.pt")
     resume.remove()
     return artifact
 
 
-def _calibrate(method: str, model, cfg: dict, dev_set: LabeledImages, device):
+def _calibrate(method: str, model, cfg: dict, dev_set: LabeledImages, device, rule: str, n_boot: int):
     """Score the dev split with the scoring code and let the method fit its score and threshold."""
     scorer = Scorer(method, model, cfg, device, combiner=None, threshold=None)
     feats = scorer.features(batches(dev_set.images, cfg.get("eval_batch_size", 256)))
-    return scorer.method.calibrate(feats, dev_set, cfg)
+    return scorer.method.calibrate(feats, dev_set, cfg, rule=rule, n_boot=n_boot)
 
 
 def _early_stopping(extra: dict, row: dict, model, best_state, epoch: int, patience: int):

@@ -5,8 +5,9 @@ features — the mean squared reconstruction error, a high quantile of the per-p
 (worms are small, local structures, so the worst reconstructed pixels say more than the mean;
 the usual image score of anomaly maps), method-specific extras, and the report's colour ratio
 (always the last feature) — which a logistic combiner fitted on the dev split turns into
-``P(wormed)``.  Because the dev split also fits the combiner, the threshold is chosen on
-out-of-fold combined scores (:func:`wormflow.decision.cross_validated_scores`).  With
+``P(wormed)``.  Because the dev split also fits the combiner, the threshold is chosen (by the
+configured rule, :func:`wormflow.decision.choose_threshold`) on out-of-fold combined scores
+(:func:`wormflow.decision.cross_validated_scores`).  With
 ``colour.fit_on_dev`` the colour heuristic's α/β are chosen on dev too.
 
 Per image they also output the reconstruction (uint8), the error map (mean absolute error
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from ..colour import colour_ratio
-from ..decision import Combiner, choose_threshold, cross_validated_scores, fit_combiner
+from ..decision import DEFAULT_THRESHOLD_RULE, N_BOOT, Combiner, choose_threshold, cross_validated_scores, fit_combiner
 from ..transforms import to_uint8_image
 from .base import Calibration, GalleryMap, Method
 
@@ -49,7 +50,9 @@ class AnomalyMethod(Method):
             raise RuntimeError(f"{self.name}: no fitted combiner")
         return combiner(features)
 
-    def calibrate(self, features: np.ndarray, dev_set, cfg: dict) -> Calibration:
+    def calibrate(
+        self, features: np.ndarray, dev_set, cfg: dict, rule: str = DEFAULT_THRESHOLD_RULE, n_boot: int = N_BOOT
+    ) -> Calibration:
         cfg = copy.deepcopy(cfg)  # the colour bounds may be fitted below; the artifact stores what scoring uses
         c = cfg.get("combiner_c", 1.0)
         if cfg["colour"].get("fit_on_dev"):
@@ -59,7 +62,7 @@ class AnomalyMethod(Method):
         if len(scores) == 0:
             raise ValueError(f"{self.name}: the dev split is empty; a threshold cannot be chosen")
         oof = cross_validated_scores(features, dev_set.labels, list(self.feature_names), list(self.log_features), c=c)
-        choice = choose_threshold(scores if oof is None else oof, dev_set.labels)
+        choice = choose_threshold(scores if oof is None else oof, dev_set.labels, rule=rule, n_boot=n_boot)
         if oof is not None:
             choice.rule += ", out-of-fold combined scores"
         return Calibration(cfg, combiner, float(choice.threshold), choice.rule, float(choice.dev_f1), scores)

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from ..decision import DEFAULT_THRESHOLD_RULE, N_BOOT
+
 if TYPE_CHECKING:  # torch is imported by the methods that need it, when they need it
     import torch
 
@@ -111,8 +113,13 @@ class Method:
         """``P(wormed)``-like scores (higher = more worm-like) from the features."""
         raise NotImplementedError
 
-    def calibrate(self, features: np.ndarray, dev_set: LabeledImages, cfg: dict) -> Calibration:
-        """Fit the score function and choose the threshold on the dev split."""
+    def calibrate(
+        self, features: np.ndarray, dev_set: LabeledImages, cfg: dict, rule: str = DEFAULT_THRESHOLD_RULE, n_boot: int = N_BOOT
+    ) -> Calibration:
+        """Fit the score function and choose the threshold on the dev split by the threshold ``rule``
+        (``"robust"`` or ``"f1max"``; ``n_boot`` bootstrap resamples for the robust rule when the dev
+        classes overlap: :func:`wormflow.decision.choose_threshold`).  The workflow passes the config's
+        ``calibration`` section."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ helpers
@@ -134,11 +141,18 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(x, dtype=np.float64), -60, 60)))
 
 
-def direct_calibration(scores: np.ndarray, dev_set: LabeledImages, cfg: dict, grid: Sequence[float] | None) -> Calibration:
-    """The threshold of a method whose score needs no fitting: the dev F1 optimum (over ``grid``, if given)."""
+def direct_calibration(
+    scores: np.ndarray,
+    dev_set: LabeledImages,
+    cfg: dict,
+    grid: Sequence[float] | None,
+    rule: str = DEFAULT_THRESHOLD_RULE,
+    n_boot: int = N_BOOT,
+) -> Calibration:
+    """The threshold of a method whose score needs no fitting: chosen on dev by ``rule`` (among ``grid``, if given)."""
     from ..decision import choose_threshold
 
     if len(scores) == 0:
         raise ValueError("the dev split is empty; a threshold cannot be chosen")
-    choice = choose_threshold(scores, dev_set.labels, grid)
+    choice = choose_threshold(scores, dev_set.labels, grid, rule, n_boot=n_boot)
     return Calibration(cfg, None, float(choice.threshold), choice.rule, float(choice.dev_f1), np.asarray(scores))

@@ -4,7 +4,8 @@ The real data's README reports that this one feature, with a threshold tuned on 
 the classes (test F1 ≈ 0.96–1.0); the report shows it as the floor a learned method should beat.
 A pixel is *dark* when its brightfield value (the G channel; G = B = brightfield in BBBC010) is
 below ``level`` × the image's median G — relative, so it does not depend on the per-well
-intensity stretch.  Score = dark share (higher → wormed); threshold: the F1 optimum on dev.
+intensity stretch.  Score = dark share (higher → wormed); threshold: chosen on dev by the configured
+rule (:func:`wormflow.decision.choose_threshold`).
 
 It is a method like the others — an artifact (no weights; ``level`` comes from its config), scored
 with every shard, gathered, evaluated — so the same code computes the floor everywhere.
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..decision import DEFAULT_THRESHOLD_RULE, N_BOOT
 from .base import Calibration, Method, direct_calibration
 
 
@@ -69,8 +71,10 @@ class DarkPixelsMethod(Method):
     def scores(self, features: np.ndarray, combiner=None) -> np.ndarray:
         return np.asarray(features[:, 0], dtype=np.float64)
 
-    def calibrate(self, features: np.ndarray, dev_set, cfg: dict) -> Calibration:
-        return direct_calibration(self.scores(features), dev_set, cfg, None)
+    def calibrate(
+        self, features: np.ndarray, dev_set, cfg: dict, rule: str = DEFAULT_THRESHOLD_RULE, n_boot: int = N_BOOT
+    ) -> Calibration:
+        return direct_calibration(self.scores(features), dev_set, cfg, None, rule, n_boot)
 
 
 METHOD = DarkPixelsMethod()

@@ -8,8 +8,9 @@ positives), Adam 3e-6, 15 epochs, batch 8, early stopping with patience 5 on the
 best epoch's weights are kept); per-sample augmentations RandomRotation(30), horizontal and
 vertical flips and RandomResizedCrop(S, scale 0.8–1), then Normalize(0.5, 0.5), on both classes.
 
-**Score**: ``sigmoid(logit)``; the threshold is searched over the report's grid 0.1–0.9 for the
-best dev F1.
+**Score**: ``sigmoid(logit)``; the threshold is a point of the report's grid 0.1–0.9, chosen on dev
+by the configured rule (the report's: the best dev F1, ``f1max``; the robust rule: the grid point
+nearest the middle of the dev gap).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
-from ..decision import RESNET_GRID
+from ..decision import DEFAULT_THRESHOLD_RULE, N_BOOT, RESNET_GRID
 from ..runtime import autocast, device_images
 from ..transforms import normalize, train_augment
 from .anomaly import model_input
@@ -159,8 +160,10 @@ class ResNet50Method(Method):
     def scores(self, features: np.ndarray, combiner=None) -> np.ndarray:
         return sigmoid(features[:, 0])
 
-    def calibrate(self, features: np.ndarray, dev_set, cfg: dict) -> Calibration:
-        return direct_calibration(self.scores(features), dev_set, cfg, RESNET_GRID)
+    def calibrate(
+        self, features: np.ndarray, dev_set, cfg: dict, rule: str = DEFAULT_THRESHOLD_RULE, n_boot: int = N_BOOT
+    ) -> Calibration:
+        return direct_calibration(self.scores(features), dev_set, cfg, RESNET_GRID, rule, n_boot)
 
 
 METHOD = ResNet50Method()
