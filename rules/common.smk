@@ -207,6 +207,23 @@ def get_run_seed(wildcards):
     return P.run_seed(wildcards.run)
 
 
+def get_fields_config(wildcards):
+    """How channel files form fields (batches only: the labeled splits are patch folders)."""
+    return None if get_is_labeled(wildcards) else config["fields"]
+
+
+def get_field_pattern(wildcards):
+    """The file-name pattern of channel files (None when fields are off): the summary finds the
+    wells of quarantined fields by it (a function: the pattern's braces are not wildcards).
+    """
+    return config["fields"]["pattern"] if config["fields"]["enabled"] else None
+
+
+def get_tiling_config(wildcards):
+    """How large images and fields are cut into tiles (batches only: a labeled image has one label)."""
+    return None if get_is_labeled(wildcards) else config["tiling"]
+
+
 def get_method_config(wildcards):
     return config["methods"][P.run_method(wildcards.run)]
 

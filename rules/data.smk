@@ -30,6 +30,7 @@ checkpoint manifest:
         labeled=get_is_labeled,
         fingerprint=get_stat_fingerprint,
         shard_size=config["shard_size"],
+        fields=get_fields_config,
     script:
         "../scripts/manifest.py"
 
@@ -53,5 +54,7 @@ rule decode_shard:
         digest=get_shard_digest,
         sizes=IMAGE_SIZES,
         limits=get_decode_limits(),
+        fields=get_fields_config,
+        tiling=get_tiling_config,
     script:
         "../scripts/decode_shard.py"

@@ -25,7 +25,8 @@ rule summarize:
     input:
         unpack(get_summarize_input),
     output:
-        P.summary("{batch}"),
+        summary=P.summary("{batch}"),
+        thumbnails=P.thumbnails("{batch}"),
     log:
         P.log("summarize", "{batch}"),
     conda:
@@ -33,6 +34,8 @@ rule summarize:
     params:
         models=primary_models(),
         drift=config["drift"],
+        field_pattern=get_field_pattern,
+        thumbnail_width=config["tiling"]["thumbnail_width"],
     script:
         "../scripts/summarize.py"
 

@@ -24,6 +24,7 @@ rule score_shard:
         # batch size, device and threads decide only how fast; scripts read them from the config)
         digest=get_shard_digest,
         models=get_score_models,
+        tiling=config["tiling"],
         hdf5=config["hdf5"],
     script:
         "../scripts/score_shard.py"

@@ -16,6 +16,8 @@ def main(smk):
         sizes=smk.params.sizes,
         threads=smk.threads,
         limits=smk.params.limits,
+        fields=smk.params.fields,
+        tiling=smk.params.tiling,
         hdf5=smk.config["hdf5"],  # how the store is compressed does not change its content
     )
 

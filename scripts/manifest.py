@@ -9,7 +9,13 @@ from wormflow.smk import run
 
 
 def main(smk):
-    manifest_step(smk.params.root, smk.output[0], labeled=smk.params.labeled, shard_size=smk.params.shard_size)
+    manifest_step(
+        smk.params.root,
+        smk.output[0],
+        labeled=smk.params.labeled,
+        shard_size=smk.params.shard_size,
+        fields=smk.params.fields,
+    )
 
 
 run(snakemake, main)  # noqa: F821

@@ -17,6 +17,7 @@ def main(smk):
         device=smk.config["scoring"]["device"],
         shard_size=smk.config["shard_size"],
         hdf5=smk.config["hdf5"],
+        tiling=smk.params.tiling,
     )
 
 

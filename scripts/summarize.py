@@ -15,7 +15,10 @@ def main(smk):
         smk.input.manifest,
         dict(smk.params.models),
         smk.params.drift["ks_max"],
-        smk.output[0],
+        smk.output.summary,
+        thumbnails_out=smk.output.thumbnails,
+        field_pattern=smk.params.field_pattern,
+        thumbnail_width=smk.params.thumbnail_width,
     )
 
 

@@ -33,6 +33,7 @@ def main(smk):
         checkpoint_interval_s=training.get("checkpoint_interval_s", 0),
         threshold_rule=calibration.get("threshold_rule", DEFAULT_THRESHOLD_RULE),
         n_boot=int(calibration.get("n_boot", N_BOOT)),
+        field_tile=int(smk.config["tiling"]["tile"]),  # fields are cut into tiles of the training patches' side
     )
 
 

@@ -264,7 +264,7 @@ def field_summary(name: str, spec: Mapping, methods: Sequence[str], rng: np.rand
     ``kind`` ``field``/``image``, ``status`` ``ok``/``quarantined``, ``reason`` when quarantined, ``files``,
     ``methods`` — empty when quarantined), ``agreement_fields`` (from the fields' decisions),
     ``agreement_tiles``, ``tiles_flagged`` (wormed tiles over tiles in the area).  The thumbnails:
-    ``{"size": [160, 120], "wells": {well: {"composite": uri, "maps": {method: uri}}}}`` for every field with
+    ``{"size": [160, 120], "wells": {field id: {"composite": uri, "maps": {method: uri}}}}`` for every field with
     a composite (not the quarantined ones); None when ``spec["thumbnails"]`` is ``missing`` (nothing to make)."""
     plate = "1649_1109_0003_Amp5-1_B_20070424"
     rows, quarantine = [], []
@@ -322,7 +322,7 @@ def field_summary(name: str, spec: Mapping, methods: Sequence[str], rng: np.rand
     }
     if spec.get("thumbnails") == "missing":
         return summary, None
-    thumbs = {r["well"]: _well_thumbnails(rng, methods) for r in rows if r["status"] == "ok"}
+    thumbs = {r["id"]: _well_thumbnails(rng, methods) for r in rows if r["status"] == "ok"}
     return summary, {"size": list(THUMB_SIZE), "wells": thumbs}
 
 

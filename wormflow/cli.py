@@ -29,11 +29,13 @@ def _config(args) -> dict:
 
 
 def _decode_collection(root: str, work: Path, *, labeled: bool, sizes: list[int], config: dict) -> tuple[str, list[str]]:
-    """Manifest + decoded image stores of one directory (the workflow's steps, run in-process)."""
+    """Manifest + decoded image stores of one directory (the workflow's steps, run in-process); an
+    unlabeled directory's channel files are grouped into fields as in a nightly batch."""
     from .pipeline import decode_shard_step, manifest_step
 
     manifest_path = work / "manifest.json"
-    manifest = manifest_step(root, str(manifest_path), labeled=labeled, shard_size=config["shard_size"])
+    fields = None if labeled else config["fields"]
+    manifest = manifest_step(root, str(manifest_path), labeled=labeled, shard_size=config["shard_size"], fields=fields)
     stores = []
     for k in range(manifest.n_shards):
         out = work / f"{k}.images.h5"
@@ -44,6 +46,8 @@ def _decode_collection(root: str, work: Path, *, labeled: bool, sizes: list[int]
             sizes=sizes,
             threads=config["decode"]["threads"],
             limits=config["decode"],
+            fields=fields,
+            tiling=None if labeled else config["tiling"],
             hdf5=config["hdf5"],
         )
         stores.append(str(out))
@@ -78,6 +82,9 @@ def cmd_train(args) -> int:
         device=args.device or config["training"]["device"],
         num_workers=config["training"]["num_workers"],
         tensorboard=config["training"]["tensorboard"],
+        threshold_rule=config["calibration"]["threshold_rule"],
+        n_boot=int(config["calibration"]["n_boot"]),
+        field_tile=int(config["tiling"]["tile"]),
     )
     summary = artifact.summary()
     print(json.dumps({k: summary[k] for k in ("method", "threshold", "threshold_rule", "dev_f1", "epochs_run", "weights_init")}))
@@ -105,6 +112,7 @@ def cmd_score(args) -> int:
                 device=args.device or config["scoring"]["device"],
                 shard_size=config["shard_size"],
                 hdf5=config["hdf5"],
+                tiling=config["tiling"],
             )
             indexes.append(str(index))
         result = gather_step(

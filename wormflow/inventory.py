@@ -81,6 +81,9 @@ class Entry:
     label: int = -1
     quarantine: str = ""
     sha256: str = ""
+    unit: str = ""  # the field (e.g. a well) this file is one channel of; "" for a single image
+    channel: str = ""
+    well: str = ""
 
     @property
     def ok(self) -> bool:
@@ -103,11 +106,42 @@ def newest_change_ns(entries: Iterable[Entry]) -> int:
 
 
 def _entries_digest(entries) -> str:
-    """Digest of the files' names, bytes (SHA-256) and labels, in order."""
+    """Digest of the files' names, bytes (SHA-256) and labels (and fields), in order."""
     h = hashlib.sha256()
     for e in entries:
-        h.update(json.dumps([e.relpath, e.sha256, e.label]).encode())
+        h.update(json.dumps([e.relpath, e.sha256, e.label, *([e.unit, e.channel] if e.unit else [])]).encode())
     return h.hexdigest()
+
+
+def group_units(entries: list[Entry]) -> list[list[Entry]]:
+    """The decoding units of ``entries``: a single image alone, a field's channel files together (in
+    the order of their first file)."""
+    units: list[list[Entry]] = []
+    fields: dict[str, list[Entry]] = {}
+    for e in entries:
+        if not e.unit:
+            units.append([e])
+        elif e.unit in fields:
+            fields[e.unit].append(e)
+        else:
+            fields[e.unit] = [e]
+            units.append(fields[e.unit])
+    return units
+
+
+def assign_fields(entries: list[Entry], pattern: str, channels: Iterable[str]) -> None:
+    """Group the not-quarantined files into fields (:func:`wormflow.fields.group_fields`): members get
+    their ``unit``, ``channel`` and ``well``; every file of a broken group is quarantined with the
+    group's reasons (a channel missing, two files for a channel, ...)."""
+    from .fields import FieldPattern, group_fields
+
+    ok = {e.relpath: e for e in entries if e.ok}
+    grouping = group_fields(list(ok), FieldPattern(pattern), channels)
+    for f in grouping.fields:
+        for channel, relpath in f.channels.items():
+            ok[relpath].unit, ok[relpath].channel, ok[relpath].well = f.id, channel, f.well
+    for relpath, reason in grouping.problems:
+        ok[relpath].quarantine = reason
 
 
 @dataclass
@@ -126,13 +160,23 @@ class Manifest:
         return [e for e in self.entries if e.ok]
 
     @property
+    def units(self) -> list[list[Entry]]:
+        """What is decoded together: single images, and fields (their channel files)."""
+        return group_units(self.candidates)
+
+    @property
     def n_shards(self) -> int:
-        n = len(self.candidates)
+        n = len(self.units)
         return (n + self.shard_size - 1) // self.shard_size
 
-    def shard(self, index: int) -> list[Entry]:
+    def shard_units(self, index: int) -> list[list[Entry]]:
+        """The units of one shard (``shard_size`` units: images or fields)."""
         start = index * self.shard_size
-        return self.candidates[start : start + self.shard_size]
+        return self.units[start : start + self.shard_size]
+
+    def shard(self, index: int) -> list[Entry]:
+        """The files of one shard."""
+        return [e for unit in self.shard_units(index) for e in unit]
 
     def shard_digest(self, index: int) -> str:
         """Content digest of one shard: changes only when its files' bytes, names or labels change."""
@@ -440,8 +484,10 @@ def build_manifest(
     labeled: bool,
     shard_size: int,
     previous: Manifest | None = None,
+    fields: dict | None = None,
 ) -> Manifest:
-    """Scan ``root`` and hash the files whose ``stat`` data changed since ``previous``.
+    """Scan ``root``, hash the files whose ``stat`` data changed since ``previous`` and, with the
+    ``fields`` config section, group channel files into fields (batches only).
 
     Files are opened below ``root`` with :func:`open_beneath` (no symbolic link
     followed, no FIFO waited on); one that cannot be read is quarantined with
@@ -475,4 +521,6 @@ def build_manifest(
                 e.quarantine = f"cannot read file: {describe_open_error(exc)}"
     finally:
         os.close(root_fd)
+    if fields and fields.get("enabled", True) and not labeled:
+        assign_fields(entries, fields["pattern"], dict.fromkeys(fields["composite"].values()))
     return Manifest(root=str(root), labeled=labeled, shard_size=shard_size, entries=entries, scanned_ns=scanned_ns)

@@ -101,19 +101,46 @@ def batch_status(n_files: int, n_scored: int, n_quarantined: int) -> str:
 
 
 def summarize_batch_step(
-    batch: str, scores_path: str, manifest_path: str, model_paths: Mapping[str, str], ks_max: float, out: str
+    batch: str,
+    scores_path: str,
+    manifest_path: str,
+    model_paths: Mapping[str, str],
+    ks_max: float,
+    out: str,
+    *,
+    thumbnails_out: str | None = None,
+    field_pattern: str | None = None,
+    thumbnail_width: int = 160,
 ) -> dict:
-    """Write ``summary.json`` of one gathered batch (see module doc); return it."""
+    """Write ``summary.json`` of one gathered batch (see module doc) and, with ``thumbnails_out``, the
+    thumbnails of its fields; return the summary.
+
+    A batch's *units* are its single images and its fields: the flagged share and the agreement
+    count units (a field is flagged when one of its tiles is); the score quantiles and the drift
+    against the dev patches use the single images' scores and the fields' counted tiles (tiles
+    are cut like the patches the dev scores come from).
+    """
+    from .fieldsummary import fields_summary, thumbnails
+    from .scorefields import files_of, read_field_scores
+
     with reading(manifest_path):
         manifest = Manifest.read(manifest_path)
     with reading(scores_path):
         sf = read_score_file(scores_path, list(model_paths))
-    n_files, n_scored, n_quarantined = len(manifest.entries), len(sf.ids), len(sf.quarantine)
-    methods = {}
+        fs = read_field_scores(scores_path, list(model_paths))
+    n_files, n_quarantined = len(manifest.entries), len(sf.quarantine)
+    n_scored = len(sf.ids) + files_of(fs)
+    methods, preds = {}, {}
     for m, model_path in model_paths.items():
         dev = (read_sidecar(model_path) or {}).get("dev_scores")
+        scores, pred = sf.score[m], sf.pred[m]
+        if m in fs.methods:
+            tiles = fs.methods[m].tiles
+            scores = np.concatenate([scores, tiles["score"][tiles["in_area"] == 1].astype(np.float64)])
+            pred = np.concatenate([pred, fs.methods[m].units["pred"].astype(np.float64)])
+        preds[m] = pred
         threshold = sf.threshold[m] if np.isfinite(sf.threshold[m]) else None  # None: an empty batch has no scores
-        methods[m] = {**_method_stats(sf.score[m], sf.pred[m], dev, ks_max), "threshold": threshold}
+        methods[m] = {**_method_stats(scores, pred, dev, ks_max), "threshold": threshold}
         methods[m]["checkpoint_sha256"] = sf.method_attrs[m].get("checkpoint_sha256")
     jobs = collection_job_seconds(paths.batch_collection(batch), manifest.n_shards)
     summary = {
@@ -128,11 +155,18 @@ def summarize_batch_step(
         "manifest_digest": sf.attrs.get("manifest_digest", ""),
         "methods": methods,
         "drift": any(s["drift"] for s in methods.values()),
-        "agreement": agreement({m: sf.pred[m] for m in model_paths}),
+        "agreement": agreement(preds),
         "processing_s": round(sum(sum(v) for v in jobs.values()), 2),
         "jobs": jobs,
         "quarantine": sf.quarantine,
     }
+    fields = fields_summary(fs, list(model_paths), sf.quarantine, field_pattern)
+    if fields is not None:
+        summary["fields"] = fields
+    if thumbnails_out is not None:
+        with reading(scores_path):
+            thumbs = thumbnails(fs, list(model_paths), thumbnail_width)
+        atomic_write_text(thumbnails_out, json.dumps(thumbs))
     atomic_write_text(out, json.dumps(summary, indent=1, allow_nan=False))
     return summary
 

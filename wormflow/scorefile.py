@@ -4,6 +4,7 @@ and the galleries use.  Layouts: see :mod:`wormflow.store` and the README."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import h5py
 import numpy as np
 
 from .atomic import atomic_path
+from .scorefields import check_part_fields, gather_field_units, gather_method_fields, write_map, write_part_fields
 from .store import ImageStore, IncompleteFileError, mark_complete, open_complete, read_strings, utc_now, write_table
 
 # --------------------------------------------------------------------------- writing: score parts and the gathered file
@@ -29,16 +31,45 @@ def check_rows(columns: dict, n: int, where: str) -> None:
         raise RowCountError(f"{where}: {n} image ids but columns with other row counts: {bad}")
 
 
-def write_score_part(path, columns: dict, attrs: dict, rows: int, filters: dict) -> None:
+class ScorePartWriter:
+    """Writes one (method, seed, shard) score part atomically: field maps as their units finish
+    (:meth:`add_map`), then the columns (:meth:`close`); :meth:`abort` leaves nothing behind."""
+
+    def __init__(self, path, rows: int, filters: dict):
+        self.path, self.rows, self.filters = str(path), rows, filters
+        self._ctx = atomic_path(path)
+        self.f = h5py.File(self._ctx.__enter__(), "w")
+
+    def add_map(self, k: int, field_map: np.ndarray) -> None:
+        write_map(self.f, k, field_map, self.filters)
+
+    def close(self, columns: dict, attrs: dict, fields: tuple | None = None) -> None:
+        """``columns``: one row per image id; ``fields``: ``(unit ids, unit columns, tile columns, attrs)``."""
+        try:
+            check_rows(columns, len(columns["ids"]), self.path)
+            attrs = dict(attrs)
+            names = attrs.pop("feature_names", [])
+            write_table(self.f, columns, self.rows, self.filters)
+            if "features" in self.f:
+                self.f["features"].attrs["names"] = np.array(names, dtype=object)
+            if fields is not None:
+                write_part_fields(self.f, *fields)
+            mark_complete(self.f, "wormflow-scores", attrs)
+            self.f.close()
+        except BaseException as exc:
+            self.abort(exc)
+            raise
+        self._ctx.__exit__(None, None, None)
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        with contextlib.suppress(Exception):
+            self.f.close()
+        self._ctx.__exit__(type(exc) if exc else RuntimeError, exc or RuntimeError("aborted"), None)
+
+
+def write_score_part(path, columns: dict, attrs: dict, rows: int, filters: dict, fields: tuple | None = None) -> None:
     """Write one (method, seed, shard) score part atomically; every column has ``len(ids)`` rows."""
-    check_rows(columns, len(columns["ids"]), str(path))
-    attrs = dict(attrs)
-    names = attrs.pop("feature_names", [])
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        write_table(f, columns, rows, filters)
-        if "features" in f:
-            f["features"].attrs["names"] = np.array(names, dtype=object)
-        mark_complete(f, "wormflow-scores", attrs)
+    ScorePartWriter(path, rows, filters).close(columns, attrs, fields)
 
 
 def read_part_ids(path) -> list[str]:
@@ -133,17 +164,19 @@ def gather_scores(
                 "stage": np.array([s for _, _, s in quarantine], dtype=object),
             },
         )
+        offsets = gather_field_units(f, stores, filters)
+        n_fields = sum(len(s.tiled) for s in stores)
         for method in methods:
             per_shard = by_method.get(method, [[] for _ in stores])
             _gather_method(f, method, ids, paths, [ps[0].path for ps in per_shard if ps], rows, filters)
             if per_shard and len(per_shard[0]) > 1:
                 _gather_seeds(f[method], per_shard)
-        mark_complete(
-            f,
-            "wormflow-batch",
-            {**attrs, "n_scored": len(ids), "n_quarantined": len(quarantine), "methods": methods},
-        )
-    return {"n_scored": len(ids), "n_quarantined": len(quarantine)}
+            if n_fields:
+                gather_method_fields(f[method], [ps[0].path if ps else None for ps in per_shard], offsets, n_fields)
+        n_field_files = sum(len(u.files) for s in stores for u in s.tiled)
+        counts = {"n_scored": len(ids) + n_field_files, "n_quarantined": len(quarantine), "n_fields": n_fields}
+        mark_complete(f, "wormflow-batch", {**attrs, **counts, "n_images": len(ids), "methods": methods})
+    return counts
 
 
 def _check_part(path: str, store: ImageStore, shard: int) -> None:
@@ -154,6 +187,7 @@ def _check_part(path: str, store: ImageStore, shard: int) -> None:
                 f"{path}: its {len(got)} ids do not match shard {shard}'s {len(store.ids)} images ({store.path}), in order"
             )
         check_rows({name: f[name] for name in f if isinstance(f[name], h5py.Dataset)}, len(got), path)
+        check_part_fields(f, store, path)
 
 
 def _gather_method(
@@ -172,7 +206,7 @@ def _gather_method(
         if not srcs:  # an empty collection: typed, empty columns, so readers need no special case
             write_table(grp, {"score": np.zeros(0, np.float32), "pred": np.zeros(0, np.int8)})
             return
-        for name in (n for n in srcs[0] if n != "ids"):
+        for name in (n for n, v in srcs[0].items() if n != "ids" and isinstance(v, h5py.Dataset)):
             first = srcs[0][name]
             kwargs = {"chunks": (min(rows, len(ids)), *first.shape[1:]), **filters} if first.chunks is not None and ids else {}
             dst = grp.create_dataset(name, shape=(len(ids), *first.shape[1:]), dtype=first.dtype, **kwargs)

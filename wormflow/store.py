@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import math
 import os
 import zlib
@@ -224,8 +225,27 @@ def read_strings(ds: h5py.Dataset) -> list[str]:
 # --------------------------------------------------------------------------- image store
 
 
+@dataclass
+class TiledUnit:
+    """A field (or a single image larger than a tile) kept at native resolution, to be scored tile by tile."""
+
+    id: str  # the field id, or the image's relative path
+    kind: str  # "field" or "image"
+    well: str  # the plate well (fields named with one), else the id
+    files: list[str]  # its files: the channel files of a field, in channel order, or the image itself
+    sha256: list[str]
+    hw: tuple[int, int]
+
+
 class ImageStoreWriter:
-    """Streams decoded images into an image store; call :meth:`add` then :meth:`close`."""
+    """Streams decoded images into an image store; call :meth:`add` / :meth:`add_tiled`, then :meth:`close`.
+
+    Images no larger than a tile are stored resized to every method's resolution (``images/<S>``,
+    rows in chunks); fields and larger images at native resolution, one dataset each
+    (``tiled/rgb/<k>``, H×W×3) with their specimen area (``tiled/area/<k>``, H×W 0/1), a thumbnail
+    of the composite for the report (``tiled/thumb/<k>``, h×w×3) and metadata
+    (``tiled/{ids,kind,well,files,sha256,hw}``, ``files``/``sha256`` JSON lists per unit).
+    """
 
     def __init__(self, path, sizes: Sequence[int], rows: int, filters: dict, attrs: dict):
         self._ctx = atomic_path(path)
@@ -237,6 +257,7 @@ class ImageStoreWriter:
         self.attrs = attrs
         self.meta = {"ids": [], "labels": [], "sha256": [], "orig_hw": []}
         self.quarantine: list[tuple[str, str]] = []
+        self.tiled: list[TiledUnit] = []
         grp = self.f.create_group("images")
         self.ds = {
             s: grp.create_dataset(
@@ -272,6 +293,15 @@ class ImageStoreWriter:
                 ds[n:] = block
             self._pending[s] = []
 
+    def add_tiled(self, unit: TiledUnit, rgb: np.ndarray, area: np.ndarray, thumb: np.ndarray) -> None:
+        k = len(self.tiled)
+        h, w = rgb.shape[:2]
+        rows = max(1, min(h, 64))
+        self.f.create_dataset(f"tiled/rgb/{k}", data=rgb, chunks=(rows, w, 3), **self.filters)
+        self.f.create_dataset(f"tiled/area/{k}", data=area.astype(np.uint8), chunks=(rows, w), **self.filters)
+        self.f.create_dataset(f"tiled/thumb/{k}", data=thumb, **self.filters)
+        self.tiled.append(unit)
+
     def add_quarantine(self, relpath: str, reason: str) -> None:
         self.quarantine.append((relpath, reason))
 
@@ -295,13 +325,38 @@ class ImageStoreWriter:
                 "reasons": np.array([m for _, m in self.quarantine], dtype=object),
             },
         )
-        mark_complete(f, "wormflow-images", {**self.attrs, "n_images": len(self.meta["ids"]), "sizes": self.sizes})
+        write_table(f.require_group("tiled"), tiled_columns(self.tiled))
+        attrs = {**self.attrs, "n_images": len(self.meta["ids"]), "n_tiled": len(self.tiled), "sizes": self.sizes}
+        mark_complete(f, "wormflow-images", attrs)
         f.close()
         self._ctx.__exit__(None, None, None)
 
     def abort(self, exc) -> None:
         self.f.close()
         self._ctx.__exit__(type(exc), exc, None)
+
+
+def tiled_columns(units: Sequence[TiledUnit]) -> dict:
+    return {
+        "ids": np.array([u.id for u in units], dtype=object),
+        "kind": np.array([u.kind for u in units], dtype=object),
+        "well": np.array([u.well for u in units], dtype=object),
+        "files": np.array([json.dumps(u.files) for u in units], dtype=object),
+        "sha256": np.array([json.dumps(u.sha256) for u in units], dtype=object),
+        "hw": np.array([u.hw for u in units], dtype=np.int32).reshape(-1, 2),
+    }
+
+
+def read_tiled(group) -> list[TiledUnit]:
+    """The tiled units listed in a ``tiled``/``fields`` group (none in stores written before fields existed)."""
+    if group is None or "ids" not in group:
+        return []
+    columns = [read_strings(group[k]) for k in ("ids", "kind", "well", "files", "sha256")]
+    hw = group["hw"][()]
+    return [
+        TiledUnit(i, kind, well, json.loads(files), json.loads(sha), (int(h), int(w)))
+        for (i, kind, well, files, sha), (h, w) in zip(zip(*columns), hw)
+    ]
 
 
 @dataclass
@@ -314,6 +369,7 @@ class ImageStore:
     sha256: list[str]
     quarantine: list[tuple[str, str]]
     attrs: dict
+    tiled: list[TiledUnit]
 
     @classmethod
     def open(cls, path) -> ImageStore:
@@ -325,7 +381,23 @@ class ImageStore:
                 sha256=read_strings(f["sha256"]),
                 quarantine=list(zip(read_strings(f["quarantine/ids"]), read_strings(f["quarantine/reasons"]))),
                 attrs=dict(f.attrs),
+                tiled=read_tiled(f.get("tiled")),
             )
+
+    def tiled_image(self, k: int) -> np.ndarray:
+        """The ``k``-th tiled unit's RGB composite (H×W×3 uint8)."""
+        with open_complete(self.path, "wormflow-images") as f:
+            return f[f"tiled/rgb/{k}"][()]
+
+    def tiled_areas(self) -> list[np.ndarray]:
+        """Every tiled unit's specimen area (H×W bool), in order."""
+        with open_complete(self.path, "wormflow-images") as f:
+            return [f[f"tiled/area/{k}"][()].astype(bool) for k in range(len(self.tiled))]
+
+    def tiled_thumbs(self) -> list[np.ndarray]:
+        """Every tiled unit's composite thumbnail (h×w×3 uint8), in order."""
+        with open_complete(self.path, "wormflow-images") as f:
+            return [f[f"tiled/thumb/{k}"][()] for k in range(len(self.tiled))]
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import __version__
@@ -41,6 +42,7 @@ from .digest import json_digest
 from .methods import get as get_method
 from .runtime import rng_state, seed_everything, select_device, set_rng_state
 from .scoring import Scorer, batches
+from .tiling import map_threshold
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +149,15 @@ def train(
     on_epoch_end: Callable[[int, dict], None] | None = None,
     threshold_rule: str = DEFAULT_THRESHOLD_RULE,
     n_boot: int = N_BOOT,
+    field_tile: int = 64,
 ) -> Artifact:
     """Train ``method`` (resuming if possible) and write ``model.pt``; return the :class:`Artifact`.
 
     ``threshold_rule`` (``"robust"`` or ``"f1max"``) and ``n_boot`` choose the dev threshold
     (:func:`wormflow.decision.choose_threshold`); the artifact records them (``threshold_rule`` in
-    words, ``extra["calibration"]`` as given).
+    words, ``extra["calibration"]`` as given).  A method with a per-pixel field map also gets its map
+    threshold, chosen on the dev patches at the fields' tile size ``field_tile``
+    (:func:`wormflow.tiling.map_threshold`; ``extra["field_map"]``).
     """
     if threshold_rule not in THRESHOLD_RULES:
         raise ValueError(f"unknown threshold rule {threshold_rule!r} (known: {', '.join(THRESHOLD_RULES)})")
@@ -223,7 +228,7 @@ def train(
     if best_state is not None:
         model.load_state_dict(best_state)
 
-    calibration = _calibrate(method, model, cfg, dev_set, dev_, threshold_rule, n_boot)
+    calibration, field_map = _calibrate(method, model, cfg, dev_set, dev_, threshold_rule, n_boot, field_tile)
     artifact = Artifact(
         method=method,
         config=calibration.cfg,
@@ -248,18 +253,32 @@ def train(
         data_digest=data_digest,
         code_digest=code_digest,
         package_version=__version__,
-        extra={"calibration": {"threshold_rule": threshold_rule, "n_boot": int(n_boot)}},
+        extra={
+            "calibration": {"threshold_rule": threshold_rule, "n_boot": int(n_boot)},
+            **({"field_map": field_map} if field_map else {}),
+        },
     )
     artifact.save(out / "model.pt")
     resume.remove()
     return artifact
 
 
-def _calibrate(method: str, model, cfg: dict, dev_set: LabeledImages, device, rule: str, n_boot: int):
-    """Score the dev split with the scoring code and let the method fit its score and threshold."""
+def _calibrate(method: str, model, cfg: dict, dev_set: LabeledImages, device, rule: str, n_boot: int, tile: int):
+    """Score the dev split with the scoring code and let the method fit its score and threshold;
+    ``(calibration, field map threshold or None)``."""
     scorer = Scorer(method, model, cfg, device, combiner=None, threshold=None)
-    feats = scorer.features(batches(dev_set.images, cfg.get("eval_batch_size", 256)))
-    return scorer.method.calibrate(feats, dev_set, cfg, rule=rule, n_boot=n_boot)
+    name = scorer.method.field_map
+    feats, maps = [], []
+    for images in batches(dev_set.images, cfg.get("eval_batch_size", 256)):
+        raw = scorer.raw(images)
+        feats.append(raw["features"])
+        if name:
+            maps.append(raw[name])
+    feats = np.concatenate(feats) if feats else np.zeros((0, len(scorer.feature_names)), np.float32)
+    calibration = scorer.method.calibrate(feats, dev_set, cfg, rule=rule, n_boot=n_boot)
+    if not name or not maps:
+        return calibration, None
+    return calibration, {"map": name, **map_threshold(np.concatenate(maps), dev_set.labels, tile, rule, n_boot)}
 
 
 def _early_stopping(extra: dict, row: dict, model, best_state, epoch: int, patience: int):

@@ -38,6 +38,7 @@ class AnomalyMethod(Method):
     """A reconstruction model trained on worm images, scored by error features + colour ratio."""
 
     maps = ("recon", "error_map", "colour_mask")
+    field_map = "error_map"
 
     def training_images(self, train_set):
         wormed = train_set.select(train_set.labels == 1)

@@ -68,6 +68,7 @@ class Method:
     log_features: ClassVar[tuple[bool, ...]] = ()  # which features a combiner log-transforms
     maps: ClassVar[tuple[str, ...]] = ()  # per-image uint8 maps in the score files, beside score/pred/features
     gallery: ClassVar[tuple[GalleryMap, ...]] = ()
+    field_map: ClassVar[str | None] = None  # the per-pixel map stitched into field maps (one of ``maps``); None: tile scores
     default_init: ClassVar[str] = "random initialisation"
 
     # ------------------------------------------------------------------ network

@@ -90,7 +90,7 @@ def _thumb_size(value: object) -> tuple[int, int] | None:
 
 
 def read_thumbnails(path: str | os.PathLike, batch: str, problems: list[str]) -> dict | None:
-    """``{"size": (w, h) or None, "wells": {well: {"composite": uri or None, "maps": {method: uri}}}}`` from a
+    """``{"size": (w, h) or None, "wells": {field id: {"composite": uri or None, "maps": {method: uri}}}}`` from a
     batch's ``thumbnails.json``; None plus a problem when it is missing, unreadable, larger than
     :data:`THUMBNAILS_FILE_MAX` or not shaped so.  Every image must be a base64 JPEG or PNG ``data:`` URI of at
     most :data:`THUMB_URI_MAX` characters: any other value is left out, counted in one problem line."""

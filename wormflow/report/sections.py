@@ -430,7 +430,7 @@ def plate_block(
     thumbs = (thumbnails or {}).get("wells", {})
     shown = []
     for r in rows[: max(0, max_rows)]:
-        t = thumbs.get(r["well"], {})
+        t = thumbs.get(r["id"], {})  # keyed by field id: two plates in one batch may share a well
         shown.append({**r, "thumbs": {"composite": t.get("composite"), **{m: t.get("maps", {}).get(m) for m in names}}})
     n_quarantined = sum(1 for r in rows if r["status"] != "ok")
     return {
