@@ -265,63 +265,6 @@ def subset_batches(batches: list[Path], keep: set[str], work: Path) -> list[Path
     return out
 
 
-def _f(v, nd=3) -> str:
-    return "–" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{nd}f}"
-
-
-def report_text(results: dict, floor: str = "local_contrast") -> str:
-    """The methods' part of the markdown report: training, the workflow's own well numbers, speed, goals."""
-    mr = results["learned"]
-    labels = mr["labels"]
-    lines = [
-        f"\n\n## Learned methods ({mr['preset']} preset, seed {mr['seed']}, trained on the labeled train/dev patches, device {mr['device']})\n",
-        "| method | train s | cached | dev F1 (patches) | map | map threshold (dev patches) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for m, i in mr["training"].items():
-        fm = i.get("field_map") or {}
-        lines.append(
-            f"| {labels[m]} | {_f(i['train_time_s'], 0)} | {'yes' if i['cached'] else 'no'} | {_f(i['dev_f1'])} | "
-            f"{mr['attrs'][m].get('map')} | {_f(float(mr['attrs'][m]['map_threshold']), 1)}"
-            + (f" (dev-patch F1 {fm['dev_f1']:.3f})" if fm else "")
-            + " |"
-        )
-    lines += [
-        "\nThe workflow's own per-field numbers on the test wells: `worm_share` (specimen-area pixels at or above the map "
-        "threshold chosen on the dev *patches* at training) against the mask's share of the same area; the pixel Dice "
-        "at that threshold beside the Dice at the threshold chosen on the dev *wells* (the table above); fields flagged "
-        "(at least one tile wormed).\n",
-        "| method | worm_share r | worm_share MAE | mean estimate / truth | Dice at map threshold | Dice at dev-wells threshold | fields flagged |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for m, w in mr["workflow_wells"].items():
-        lines.append(
-            f"| {labels[m]} | {_f(w['pearson_r'])} | {_f(w['mae'], 4)} | {w['estimate_mean']:.4f} / {w['truth_mean']:.4f} | "
-            f"{_f(w['dice_at_map_threshold'])} | {_f(w['dice_at_dev_wells_threshold'])} | {w['fields_flagged']} |"
-        )
-    sp = mr["speed"]
-    lines += [
-        f"\nSpeed, end to end through the workflow's steps on {mr['device']} ({mr['n_fields']} fields, {mr['n_tiles']} counted tiles; "
-        "decode = manifest + decode_shard_step, shared by the methods; score = score_shard_step for this method alone "
-        "(tiling, resize, model, stitching, writing the part); gather = gather_step):\n",
-        "| method | decode s | score s | gather s | total s | tiles/s (end to end) | fields/s (end to end) | tiles/s (score only) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for m, s in sp.items():
-        lines.append(
-            f"| {labels[m]} | {s['decode_s']:.1f} | {s['score_s']:.1f} | {s['gather_s']:.1f} | {s['total_s']:.1f} | "
-            f"{s['tiles_per_s']:.1f} | {s['fields_per_s']:.2f} | {s['score_tiles_per_s']:.1f} |"
-        )
-    sec = results["seconds"]
-    lines.append(
-        f"\nWall times: whole run {sec['total']:.0f} s; training and scoring the methods {sec['methods_train_and_score']:.0f} s "
-        f"(training {mr['train_wall_s']:.0f} s, {'some' if any(i['cached'] for i in mr['training'].values()) else 'no'} models reused "
-        f"from the cache); torch {mr['torch']}, {mr['torch_threads']} threads."
-    )
-    lines.append("\n" + goals_text(results, floor))
-    return "\n".join(lines)
-
-
 def goals(results: dict, floor: str = "local_contrast") -> dict:
     """Issue 13's goals on the rim setting: each method beats the floor on pixel AP and Dice; the best reaches
     Dice ≥ 0.90 and pixel AUROC ≥ 0.99; tiles ≥ 0.99 F1 (read: the best method's tile F1)."""
@@ -343,30 +286,6 @@ def goals(results: dict, floor: str = "local_contrast") -> dict:
     }
 
 
-def goals_text(results: dict, floor: str) -> str:
-    g = results["learned"]["goals"]
-    rim = results["methods"]["rim"]
-    fl = rim[floor]["pixels"]
-    ok = {True: "**met**", False: "**not met**"}
-    per = "; ".join(
-        f"{m} AP {rim[m]['pixels']['ap']:.3f}, Dice {rim[m]['pixels']['dice']:.3f} ({'beats' if b else 'does not beat'})"
-        for m, b in g["beats_floor"].items()
-    )
-    b, bt = g["best_pixels"], g["best_tiles"]
-    best_auroc = max(g["beats_floor"], key=lambda m: rim[m]["pixels"]["auroc"])
-    return "\n".join(
-        [
-            "## Goals (issue 13, rim setting, test wells)\n",
-            f"- Every method's map beats the local-contrast floor (AP {fl['ap']:.3f}, Dice {fl['dice']:.3f}) on pixel AP and Dice: "
-            f"{ok[g['all_beat_floor']]} — {per}.",
-            f"- The best reaches Dice ≥ 0.90: {ok[g['best_dice_ge_0.90']]} (best {b}: {rim[b]['pixels']['dice']:.3f}); "
-            f"pixel AUROC ≥ 0.99: {ok[g['best_auroc_ge_0.99']]} (best {best_auroc}: {rim[best_auroc]['pixels']['auroc']:.3f}).",
-            f"- Tiles ≥ 0.99 F1: {ok[g['tiles_f1_ge_0.99']]} (best {bt}: {rim[bt]['tiles']['f1']:.3f}; "
-            f"floor {rim[floor]['tiles']['f1']:.3f}).",
-        ]
-    )
-
-
 def run_methods(a, wells: dict, fields_root: Path) -> tuple[dict, dict, dict]:
     """Train (or reuse) and score the learned methods for ``fields.py``'s arguments ``a``.
 
@@ -375,6 +294,12 @@ def run_methods(a, wells: dict, fields_root: Path) -> tuple[dict, dict, dict]:
     import torch
 
     cfg = method_config(a.preset, a.smoke, a.epochs_scale)
+    for item in a.set:  # METHOD.KEY=VALUE (YAML value)
+        import yaml
+
+        target, value = item.split("=", 1)
+        method, key = target.split(".", 1)
+        cfg["methods"][method][key] = yaml.safe_load(value)
     tiling = cfg["tiling"]
     if int(tiling["tile"]) != a.tile or int(tiling["stride"]) != a.stride:
         raise SystemExit(
@@ -406,6 +331,7 @@ def run_methods(a, wells: dict, fields_root: Path) -> tuple[dict, dict, dict]:
     info = {
         "preset": a.preset,
         "seed": a.seed,
+        "overrides": list(a.set),
         "device": device,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
