@@ -28,9 +28,14 @@ Two settings are evaluated:
   pixels of derive.py's *eroded* well region grown by ``--margin`` px; tiles
   lying wholly inside the (un-eroded) well.
 
-Method maps are added by passing ``{well: H×W float map}`` (any monotone score)
-to :func:`evaluate_method` and :func:`contact_sheet`, exactly as the floors
-are.  The script also checks that the composed fields reproduce the dev/test
+The learned methods (``benchmarks/fields_methods.py``) are trained once with
+the workflow's own code (the ``--preset``, seed ``--seed``; cached under
+``--work``) and the batch directories' fields are scored through the
+workflow's own field path (manifest, decode with tiling, score, gather,
+``read_field_scores``); each method's stitched map is evaluated as the floors'
+maps are and its own per-tile scores as tile scores, beside the floors, with
+its speed end to end.  ``--no-methods``: the floors only.  ``--smoke``
+(32 px inputs, with ``--epochs-scale`` and ``--max-wells``): a quick check.  The script also checks that the composed fields reproduce the dev/test
 wells' labeled patches, and measures over all wells how many annotated worm
 pixels lie in the specimen area.
 """
@@ -57,11 +62,9 @@ sys.path.insert(0, str(REPO))
 from wormflow import __version__  # noqa: E402
 from wormflow import fields as F  # noqa: E402
 
-FLOOR_LABELS = {
-    "dark_pixels": "dark pixels (1 − G/median G of the well)",
-    "local_contrast": "local contrast ((mean₃₁ − G)/std₃₁, σ 2)",
-    "dark_share_tiles": "dark share per tile (patch baseline)",
-}
+sys.path.insert(0, str(REPO / "benchmarks"))
+import fields_methods as FM  # noqa: E402
+from fields_report import FLOOR_LABELS, contact_sheet, report_text  # noqa: E402
 
 
 @dataclass
@@ -254,13 +257,21 @@ def evaluate_method(
 
 
 def evaluate_all(
-    wells: dict[str, Well], maps: dict[str, dict], tile_scores: dict[str, dict], setting_list, *, tile: int, rule: str
+    wells: dict[str, Well],
+    maps: dict[str, dict],
+    tile_scores: dict[str, dict],
+    setting_list,
+    *,
+    tile: int,
+    rule: str,
+    map_tiles: dict[str, dict] | None = None,
 ) -> dict:
     """``{setting: {method: evaluate_method(...)}}`` for methods with maps (``{method: {well: map}}``) and
-    methods with per-tile scores only (``{method: {well: scores}}``); a learned method's maps go in ``maps``."""
-    out = {}
+    methods with per-tile scores only (``{method: {well: scores}}``); a learned method's maps go in ``maps``,
+    its own per-tile scores in ``map_tiles`` (without them its tiles are scored from its map)."""
+    out, map_tiles = {}, map_tiles or {}
     for s in setting_list:
-        per = {m: evaluate_method(v, wells, s, tile=tile, rule=rule) for m, v in maps.items()}
+        per = {m: evaluate_method(v, wells, s, tile_scores=map_tiles.get(m), tile=tile, rule=rule) for m, v in maps.items()}
         per |= {m: evaluate_method(None, wells, s, tile_scores=v, tile=tile, rule=rule) for m, v in tile_scores.items()}
         out[s.name] = per
     return out
@@ -316,103 +327,6 @@ def rim_inclusion(root: Path, margins=(0, 10, 20, 40, 60)) -> dict:
     }
 
 
-def _display(map_: np.ndarray, area: np.ndarray) -> np.ndarray:
-    lo, hi = np.percentile(map_[area], [1, 99])
-    return np.clip((map_ - lo) / max(hi - lo, 1e-12), 0, 1)
-
-
-def contact_sheet(
-    wells: list[Well], maps_by_method: dict[str, dict], thresholds: dict[str, float], path: Path, labels: dict | None = None
-) -> None:
-    """One row per well: composite (specimen area outlined) | annotated mask | each method's map.
-
-    A map is shown in grey (1st–99th percentile of the specimen area), with, at its dev threshold,
-    true-positive pixels green, false positives red and missed worm pixels blue (specimen area only).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from scipy import ndimage as ndi
-
-    labels = labels or {}
-    cols = 2 + len(maps_by_method)
-    fig, axes = plt.subplots(len(wells), cols, figsize=(3.6 * cols, 2.9 * len(wells)), squeeze=False)
-    for row, w in zip(axes, wells):
-        comp = w.rgb.copy()
-        comp[w.area ^ ndi.binary_erosion(w.area, iterations=2)] = (255, 255, 0)
-        row[0].imshow(comp)
-        row[0].set_title(f"{w.name} composite (area outlined)", fontsize=8)
-        row[1].imshow(w.mask, cmap="gray")
-        row[1].set_title(f"mask, worm share {w.mask.mean():.3f}", fontsize=8)
-        for ax, (method, maps) in zip(row[2:], maps_by_method.items()):
-            m = maps[w.name]
-            grey = np.repeat(_display(m, w.area)[..., None] * 0.6, 3, -1)
-            pred = (m >= thresholds[method]) & w.area
-            truth = w.mask & w.area
-            grey[pred & truth] = (0, 0.9, 0)
-            grey[pred & ~truth] = (1, 0, 0)
-            grey[~pred & truth] = (0.2, 0.4, 1)
-            dice = F.overlap(*F.counts(pred[w.area], truth[w.area]))["f1"]
-            ax.imshow(grey)
-            ax.set_title(f"{labels.get(method, method)}: Dice {dice:.2f}", fontsize=8)
-        for ax in row:
-            ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
-    Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)  # a palette PNG: a fifth of the bytes
-
-
-def _f(v, nd=3) -> str:
-    return "–" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{nd}f}"
-
-
-def markdown(results: dict) -> str:
-    lines = [
-        "| setting | method | px AUROC | px AP | Dice pooled | Dice per well | IoU pooled | tile F1 | tile AUROC | tile AP | tiles (wormed) | well r | well MAE |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for setting, per_method in results["methods"].items():
-        for method, r in per_method.items():
-            p, t, w = r.get("pixels", {}), r.get("tiles", {}), r.get("wells", {})
-            lines.append(
-                f"| {setting} | {FLOOR_LABELS.get(method, method)} | {_f(p.get('auroc'))} | {_f(p.get('ap'))} | {_f(p.get('dice'))} | "
-                f"{_f(p.get('dice_per_well_mean'))} | {_f(p.get('iou'))} | {_f(t.get('f1'))} | {_f(t.get('auroc'))} | {_f(t.get('ap'))} | "
-                + (f"{t['n_test']} ({t['n_test_wormed']})" if t else "–")
-                + f" | {_f(w.get('pearson_r'))} | {_f(w.get('mae'), 4)} |"
-            )
-    return "\n".join(lines)
-
-
-def report_text(results: dict, rule: str) -> str:
-    """The markdown report: the table, then the patch check, the rim inclusion and the timings."""
-    wells, patches, rim, timing = results["wells"], results["patch_check"], results["rim_inclusion"], results["ms_per_well"]
-    sa = rim["inside_specimen_area_by_margin"]
-    n_wells = len(wells["dev"]) + len(wells["test"])
-    return "\n".join(
-        [
-            f"# Fields benchmark ({n_wells} wells: {len(wells['dev'])} dev, {len(wells['test'])} test)\n",
-            f"Command: `{results['command']}`; {results['machine']}\n",
-            markdown(results),
-            f"\nThresholds on dev ({rule} rule), metrics on test (pixels pooled over the test wells; tiles of the tile set, "
-            "ambiguous tiles left out). Settings: " + "; ".join(f"**{k}**: {v}" for k, v in results["settings"].items()) + ".",
-            f"\nPatch check: {patches.get('checked')} labeled patches of these wells re-cut from the composed fields, "
-            f"max difference {patches.get('max_abs_difference')} grey levels, labels reproduced {patches.get('labels_reproduced')}.",
-            f"\nRim inclusion ({rim['wells']} wells, {rim['worm_pixels']:,} annotated worm pixels): inside derive.py's eroded well "
-            f"{rim['inside_eroded_well']:.1%} (outside {1 - rim['inside_eroded_well']:.1%}); inside the un-eroded well {sa['0']:.1%}; "
-            "inside the specimen area by margin: "
-            + ", ".join(f"{m} px {v:.1%}" for m, v in sa.items())
-            + f"; eroded well + 20 px (team setting) {rim['inside_eroded_well_plus_20']:.1%}; the specimen area with the well "
-            f"threshold a quarter (not half) of the way from the 5th to the 95th percentile {rim['inside_specimen_area_level_0.25']:.1%}.",
-            "\nms per well (mean over the dev and test wells): "
-            + ", ".join(f"{k} {v:.1f}" for k, v in timing.items())
-            + f" (total {sum(timing.values()):.0f})",
-            f"Worst test wells (local-contrast Dice): {', '.join(results['worst_test_wells'])}",
-        ]
-    )
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("fields", type=Path, help="the BBBC010 fields directory (wells.csv, images/, masks/)")
@@ -425,14 +339,38 @@ def main(argv=None) -> int:
     ap.add_argument("--margin", type=int, default=F.compose.SPECIMEN_MARGIN)
     ap.add_argument("--min-share", type=float, default=0.5, help="share of a tile in the specimen area (rim setting)")
     ap.add_argument("--rule", choices=("robust", "f1max"), default="robust")
+    ap.add_argument("--no-methods", action="store_true", help="the floors only")
+    ap.add_argument("--labeled", type=Path, help="labeled patches to train on (default: <fields>/../labeled)")
+    ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "fields", help="models (cached) and score files")
+    ap.add_argument("--preset", default="tuned")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--methods", nargs="*", help="learned methods (default: the preset's)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--smoke", action="store_true", help="32 px model inputs (a quick check)")
+    ap.add_argument("--epochs-scale", type=float, default=1.0)
+    ap.add_argument("--max-wells", type=int, default=0, help="only the first N dev and N test wells (quick checks)")
+    ap.add_argument(
+        "--set", nargs="*", default=[], metavar="METHOD.KEY=VALUE", help="override a preset value (e.g. gan.epochs=20)"
+    )
     a = ap.parse_args(argv)
+    a.labeled = a.labeled or a.fields.parent / "labeled"
 
     t_start = time.perf_counter()
     wells = load_wells(a.fields, tile=a.tile, stride=a.stride, margin=a.margin)
+    if a.max_wells:
+        keep = {n for s in ("dev", "test") for n in sorted(w.name for w in _split(wells, s))[: a.max_wells]}
+        wells = {n: w for n, w in wells.items() if n in keep}
     maps, tile_scores = floors(wells, a.tile)
     t_prep = time.perf_counter() - t_start
-    results: dict = {"methods": evaluate_all(wells, maps, tile_scores, settings(a.min_share), tile=a.tile, rule=a.rule)}
-    t_eval = time.perf_counter() - t_start - t_prep
+    learned, map_tiles = {}, {}
+    if not a.no_methods:
+        method_maps, map_tiles, learned = FM.run_methods(a, wells, a.fields)
+        maps |= method_maps
+    t_methods = time.perf_counter() - t_start - t_prep
+    results: dict = {
+        "methods": evaluate_all(wells, maps, tile_scores, settings(a.min_share), tile=a.tile, rule=a.rule, map_tiles=map_tiles)
+    }
+    t_eval = time.perf_counter() - t_start - t_prep - t_methods
     patches = check_patches(a.fields.parent, wells)
     rim = rim_inclusion(a.fields)
 
@@ -447,7 +385,7 @@ def main(argv=None) -> int:
     worst = sorted(test, key=lambda w: per_well[w.name]["f1"])[: a.worst]
     if a.sheet:
         th = {m: results["methods"]["rim"][m]["pixels"]["threshold"]["value"] for m in maps}
-        contact_sheet(worst, maps, th, a.sheet, FLOOR_LABELS)
+        contact_sheet(worst, maps, th, a.sheet, {**FLOOR_LABELS, **learned.get("labels", {})})
 
     meta = {
         "command": "python benchmarks/fields.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -455,19 +393,25 @@ def main(argv=None) -> int:
         "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
         "settings": {s.name: s.note for s in settings(a.min_share)},
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, numpy {np.__version__}, wormflow {__version__}",
-        "seconds": {"prepare_all_wells": t_prep, "evaluate": t_eval},
+        "seconds": {"prepare_all_wells": t_prep, "methods_train_and_score": t_methods, "evaluate": t_eval},
         "ms_per_well": timing,
         "patch_check": patches,
         "rim_inclusion": rim,
         "worst_test_wells": [w.name for w in worst],
     }
     results = {**meta, **results}
+    if learned:
+        scored = learned.pop("_scored")
+        learned["workflow_wells"] = FM.workflow_wells(scored, wells, results["methods"]["rim"])
+        results["learned"] = learned
+        learned["goals"] = FM.goals(results)
+    results["seconds"]["total"] = time.perf_counter() - t_start
     text = report_text(results, a.rule)
     print(text)
     if a.md:
         a.md.write_text(text + "\n")
     if a.json:
-        a.json.write_text(json.dumps(results, indent=1) + "\n")
+        a.json.write_text(json.dumps(results, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o)) + "\n")
     return 0
 
 
