@@ -64,7 +64,7 @@ def _summary_is_current(batch: str) -> bool:
 
 def _slurm_log(rule: str, wildcards: Sequence[str]) -> str | None:
     """The newest SLURM log of a job (the executor plugin's ``logs/slurm/rule_<rule>/<wildcards>/<jobid>.log``)."""
-    folder = Path("logs/slurm") / f"rule_{rule}" / "_".join(wildcards).replace("/", "_")
+    folder = Path(paths.SLURM_LOGS) / f"rule_{rule}" / "_".join(wildcards).replace("/", "_")
     logs = sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
     return str(logs[-1]) if logs else None
 
