@@ -70,14 +70,16 @@ TRAINABLE = [
 # Sealed batches (wormflow/seal.py): complete, unchanged batches scored by today's models and config
 # leave the DAG - no listing, no checkpoint, no per-shard job; only their summaries are inputs. None
 # is sealed when a recheck is asked for or a model that scores batches may be (re)trained in this run.
+RECHECK = (
+    str(config.get("recheck", False)).lower() == "true"
+)  # --config recheck=true gives a string
 SEAL_SCORING = wfh.seal_scoring_config(config, METHODS, PRIMARY_SEED)
 SEALED_BATCHES, UNSEALED = wfh.sealed_batches(
     BATCHES_ROOT,
     BATCHES,
     SEAL_SCORING,
     {m: P.model(m, PRIMARY_SEED) for m in METHODS},
-    recheck=config.get("recheck", False)
-    or any(P.run_name(m, PRIMARY_SEED) in TRAINABLE for m in METHODS),
+    recheck=RECHECK or any(P.run_name(m, PRIMARY_SEED) in TRAINABLE for m in METHODS),
 )
 OPEN_BATCHES = [b for b in BATCHES if b not in set(SEALED_BATCHES)]
 DEFERRED_BATCHES = []
@@ -350,7 +352,7 @@ def get_seal_params():
         "root": BATCHES_ROOT,
         "scoring": SEAL_SCORING,
         "models": {m: P.model(m, PRIMARY_SEED) for m in METHODS},
-        "recheck": bool(config.get("recheck", False)),
+        "recheck": RECHECK,
         "drop_stores": RETENTION["shard_stores"] == "drop_after_gather",
     }
 
