@@ -428,6 +428,7 @@ def report_after_failure():
             training=training_state(),
             methods=METHODS,
             config=config,
+            sealed=SEALED_BATCHES,
         )
         logger.warning(
             f"the run failed; {P.REPORT_HTML} shows what completed and what failed"
