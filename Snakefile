@@ -23,8 +23,13 @@ onstart:
     remove_stale_temps()
 
 
+onsuccess:
+    prune_slurm_logs()
+
+
 onerror:
     report_after_failure()
+    prune_slurm_logs()
 
 
 rule all:

@@ -53,12 +53,6 @@ if config["data"]["batches"] == "demo":
     )
 else:
     BATCHES, REJECTED_BATCHES = wfh.discover_batches(BATCHES_ROOT)
-    BATCHES, DEFERRED_BATCHES = wfh.settled_batches(
-        BATCHES_ROOT,
-        BATCHES,
-        config["data"]["settle_minutes"],
-        {b: P.manifest(P.batch_collection(b)) for b in BATCHES},
-    )
 METHODS = wfh.enabled_methods(config)
 SEEDS = [int(s) for s in config["training"]["seeds"]]
 PRIMARY_SEED = SEEDS[0]
@@ -73,11 +67,46 @@ TRAINABLE = [
     for s in seeds
     if m in RETRAIN or not os.path.exists(P.model(m, s))
 ]
+# Sealed batches (wormflow/seal.py): complete, unchanged batches scored by today's models and config
+# leave the DAG - no listing, no checkpoint, no per-shard job; only their summaries are inputs. None
+# is sealed when a recheck is asked for or a model that scores batches may be (re)trained in this run.
+RECHECK = (
+    str(config.get("recheck", False)).lower() == "true"
+)  # --config recheck=true gives a string
+SEAL_SCORING = wfh.seal_scoring_config(config, METHODS, PRIMARY_SEED)
+SEALED_BATCHES, UNSEALED = wfh.sealed_batches(
+    BATCHES_ROOT,
+    BATCHES,
+    SEAL_SCORING,
+    {m: P.model(m, PRIMARY_SEED) for m in METHODS},
+    recheck=RECHECK or any(P.run_name(m, PRIMARY_SEED) in TRAINABLE for m in METHODS),
+)
+OPEN_BATCHES = [b for b in BATCHES if b not in set(SEALED_BATCHES)]
+DEFERRED_BATCHES = []
+if config["data"]["batches"] != "demo":
+    OPEN_BATCHES, DEFERRED_BATCHES = wfh.settled_batches(
+        BATCHES_ROOT,
+        OPEN_BATCHES,
+        config["data"]["settle_minutes"],
+        {b: P.manifest(P.batch_collection(b)) for b in OPEN_BATCHES},
+    )
+BATCHES = sorted([*SEALED_BATCHES, *OPEN_BATCHES])
+RETENTION = {
+    "shard_stores": "keep",
+    "slurm_logs_days": None,
+    "report_detail_batches": None,
+    **config.get("retention", {}),
+}
+
+
+# A batch name that matches only open batches, so that nothing produces the files of a sealed one; they
+# are plain inputs (see SEALED_BATCHES).
+OPEN_BATCH_NAME = wfh.not_one_of(SEALED_BATCHES) + r"[A-Za-z0-9][A-Za-z0-9._+@=,-]*"
 
 
 wildcard_constraints:
-    coll=r"batches/[A-Za-z0-9][A-Za-z0-9._+@=,-]*|labeled/(train|dev|test)",
-    batch=r"[A-Za-z0-9][A-Za-z0-9._+@=,-]*",
+    coll=f"batches/{OPEN_BATCH_NAME}|labeled/(train|dev|test)",
+    batch=OPEN_BATCH_NAME,
     shard=r"\d+",
     run="|".join(map(re.escape, TRAINABLE)) if TRAINABLE else "(?!x)x",  # never matches: nothing to train
 
@@ -316,6 +345,18 @@ def get_ledger_input(wildcards):
     }
 
 
+def get_seal_params():
+    """How the ledger appends and seals (wormflow/seal.py); stable while the config is, so sealing a
+    batch does not make the next night's ledger run again."""
+    return {
+        "root": BATCHES_ROOT,
+        "scoring": SEAL_SCORING,
+        "models": {m: P.model(m, PRIMARY_SEED) for m in METHODS},
+        "recheck": RECHECK,
+        "drop_stores": RETENTION["shard_stores"] == "drop_after_gather",
+    }
+
+
 def get_provisional(wildcards):
     """Non-empty after a failed run rendered the ledger and report itself (wormflow/morning.py): as a
     param it makes Snakemake render them again, although what they depend on looks up to date.
@@ -356,6 +397,23 @@ def remove_stale_temps():
             logger.info(f"removed the temporary file of a killed job: {path}")
 
 
+def prune_slurm_logs():
+    """onsuccess/onerror: delete SLURM job logs older than retention.slurm_logs_days (wormflow/retention.py)."""
+    from wormflow.retention import prune_old_files
+
+    days = RETENTION["slurm_logs_days"]
+    if days is None:
+        return
+    try:
+        removed = prune_old_files(P.SLURM_LOGS, days)
+        if removed:
+            logger.info(
+                f"removed {len(removed)} SLURM log(s) older than {days} days from {P.SLURM_LOGS}"
+            )
+    except OSError as exc:  # pruning must never fail a run
+        logger.warning(f"SLURM logs not pruned: {exc}")
+
+
 def report_after_failure():
     """onerror: the ledger and the report from what completed (wormflow/morning.py)."""
     from wormflow.morning import report_after_failure as render
@@ -370,6 +428,7 @@ def report_after_failure():
             training=training_state(),
             methods=METHODS,
             config=config,
+            sealed=SEALED_BATCHES,
         )
         logger.warning(
             f"the run failed; {P.REPORT_HTML} shows what completed and what failed"

@@ -56,6 +56,7 @@ rule ledger:
         runs=get_training_runs,
         training=get_training_state,
         provisional=get_provisional,
+        seal=get_seal_params(),
     script:
         "../scripts/ledger.py"
 

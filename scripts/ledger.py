@@ -19,6 +19,7 @@ def main(smk):
         smk.output.json,
         deferred=[tuple(r) for r in smk.params.deferred],
         training=smk.params.training,
+        seal=dict(smk.params.seal),
     )
     clear_provisional()  # the ledger is Snakemake's own again (see wormflow/morning.py)
 

@@ -128,8 +128,8 @@ def snakemake_cmd(case: Path, *targets: str, extra: tuple[str, ...] = ()) -> lis
     return [sys.executable, "-m", "snakemake", *snakemake_args(case, *targets, extra=extra)]
 
 
-def nightly_cmd(case: Path, *targets: str, extra: tuple[str, ...] = ()) -> list[str]:
-    """``wormflow nightly --results <case>/results -- <snakemake args>``, as a cron job runs it."""
+def nightly_cmd(case: Path, *targets: str, extra: tuple[str, ...] = (), recheck: bool = False) -> list[str]:
+    """``wormflow nightly --results <case>/results [--recheck] -- <snakemake args>``, as a cron job runs it."""
     return [
         sys.executable,
         "-m",
@@ -137,6 +137,7 @@ def nightly_cmd(case: Path, *targets: str, extra: tuple[str, ...] = ()) -> list[
         "nightly",
         "--results",
         str(case / "results"),
+        *(["--recheck"] if recheck else []),
         "--",
         *snakemake_args(case, *targets, extra=extra),
     ]
@@ -156,9 +157,16 @@ def snakemake(case: Path, *targets: str, extra: tuple[str, ...] = (), check: boo
     return _run(snakemake_cmd(case, *targets, extra=extra), case, check, timeout)
 
 
-def nightly(case: Path, *targets: str, extra: tuple[str, ...] = (), check: bool = True, timeout: float = RUN_TIMEOUT):
-    """A ``wormflow nightly`` run in ``case``."""
-    return _run(nightly_cmd(case, *targets, extra=extra), case, check, timeout)
+def nightly(
+    case: Path,
+    *targets: str,
+    extra: tuple[str, ...] = (),
+    check: bool = True,
+    timeout: float = RUN_TIMEOUT,
+    recheck: bool = False,
+):
+    """A ``wormflow nightly`` run in ``case`` (``recheck``: ``wormflow nightly --recheck``)."""
+    return _run(nightly_cmd(case, *targets, extra=extra, recheck=recheck), case, check, timeout)
 
 
 def popen(cmd: list[str], cwd: Path, log: Path) -> subprocess.Popen:

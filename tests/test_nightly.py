@@ -160,7 +160,8 @@ def grown(base) -> SimpleNamespace:
     settle(case)
     results = case / "results"
     kept = sorted(
-        [p for b in OLD for p in (results / "batches" / b).rglob("*") if p.is_file()]
+        # the old batches' seals are rewritten: copying the case changed their directories' ctimes
+        [p for b in OLD for p in (results / "batches" / b).rglob("*") if p.is_file() and p.name != "seal.json"]
         + list((results / "models").rglob("model.pt"))
         + [results / "labeled" / "test" / "scores.h5", results / "eval" / "metrics.json"]
     )
@@ -232,7 +233,12 @@ def test_quiet_night_then_changed_and_touched_batches(grown):
     for p in (case / "batches" / touched).iterdir():  # touch: new mtimes, same bytes
         os.utime(p)
 
-    night = nightly(case)
+    # Sealed batches (wormflow/seal.py): changes in place leave their directories as sealed, so a
+    # night does not look at them (the documented limit) ...
+    unseen = snakemake(case, extra=("-n",))
+    assert not {r for r, _ in jobs_in(unseen.stdout)} & PER_BATCH_RULES, jobs_in(unseen.stdout)
+    # ... and a re-check does
+    night = nightly(case, recheck=True)
     ran = jobs_in(night.stdout)
     rules = rules_of(ran)
     assert "train" not in rules and "evaluate" not in rules, ran

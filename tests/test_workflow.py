@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -521,3 +522,188 @@ def test_real_data_end_to_end(real):
 @pytest.mark.timeout(TEST_TIMEOUT)
 def test_real_data_second_run_is_a_noop(real):
     assert dry_run_jobs(real.workdir, configfiles=REAL_CONFIGS) == {}
+
+
+# --------------------------------------------------------------------------- sealed batches and retention (issue 14.3)
+
+SEAL_OLD = ("2026-11-20", "2026-11-21")
+SEAL_NEW = "2026-11-22"
+SEAL_IMAGES = 8
+PER_BATCH = {"manifest", "decode_shard", "score_shard", "gather", "summarize"}
+
+
+def copy_batch(data: Path, batch: str, batches: Path, n: int = SEAL_IMAGES) -> None:
+    """The first ``n`` images of a real batch (two demo-sized shards: each night takes a minute, not ten)."""
+    (batches / batch).mkdir(parents=True)
+    for f in sorted((data / "batches" / batch).iterdir())[:n]:
+        shutil.copy2(f, batches / batch / f.name)
+
+
+def _jobs_by_batch(output: str) -> dict[str, set[str]]:
+    """``{batch: rules}`` of the per-batch jobs Snakemake announced."""
+    from nightly_helpers import jobs_in
+
+    out: dict[str, set[str]] = {}
+    for rule, path in jobs_in(output):
+        if rule in PER_BATCH and path.startswith("results/batches/"):
+            out.setdefault(path.split("/")[2], set()).add(rule)
+    return out
+
+
+def _rewrite_in_place(victim: Path, donor: Path) -> None:
+    """Other bytes under the same name, the mtime forged back: the directory does not change."""
+    assert victim.read_bytes() != donor.read_bytes()
+    st = victim.stat()
+    victim.write_bytes(donor.read_bytes())
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _strace_dry_run(workdir: Path, configfiles, *args: str) -> str | None:
+    """The file system calls of a dry run (None without a working strace)."""
+    strace = shutil.which("strace")
+    if not strace:
+        return None
+    trace = workdir.parent / "strace.txt"
+    cmd = [strace, "-f", "-qq", "-e", "trace=%file,getdents64", "-o", str(trace)]
+    cmd += snakemake_cmd(workdir, "-n", *args, configfiles=configfiles)
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    if proc.returncode != 0 or not trace.is_file():
+        return None
+    return trace.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def sealed(demo, bbbc010, tmp_path_factory) -> SimpleNamespace:
+    """The demo's models and labeled results (a copy), real batches in a directory, and five nights:
+    two old batches; a new one while an old one changes in place; a recheck; a file added to one
+    sealed batch and another's seal corrupted; then retention.  Ledger rebuilt from scratch at the end."""
+    base = tmp_path_factory.mktemp("sealed")
+    workdir = base / "run"
+    shutil.copytree(demo.workdir, workdir, symlinks=True)
+    batches = base / "batches"
+    for b in SEAL_OLD:
+        copy_batch(bbbc010, b, batches)
+    configs = (*DEMO_CONFIGS, write_overlay(base / "batches.yaml", {"data": {"batches": str(batches)}}))
+    res = workdir / "results"
+    ns = SimpleNamespace(workdir=workdir, batches=batches, configs=configs, results=res)
+
+    def night(*args, configfiles=configs):
+        proc = run_snakemake(workdir, *FAST, *args, configfiles=configfiles, timeout=RUN_TIMEOUT)
+        return proc.stdout + proc.stderr
+
+    def scores_state():
+        found = {b: res / "batches" / b / "scores.h5" for b in sorted(p.name for p in batches.iterdir())}
+        return {b: sha256(p) for b, p in found.items() if p.is_file()}
+
+    ns.night1 = _jobs_by_batch(night())
+    ns.seals1 = {b: (res / "batches" / b / "seal.json").is_file() for b in SEAL_OLD}
+    # night 2: a new batch arrives; a file of a sealed batch changes in place (its directory does not)
+    copy_batch(bbbc010, SEAL_NEW, batches)
+    changed = batches / SEAL_OLD[0]
+    ns.victim = sorted(changed.iterdir())[0]
+    _rewrite_in_place(ns.victim, sorted((batches / SEAL_NEW).iterdir())[0])
+    before = scores_state()
+    ns.strace = _strace_dry_run(workdir, configs)
+    ns.strace_recheck = _strace_dry_run(workdir, configs, "--config", "recheck=true")
+    ns.night2 = _jobs_by_batch(night())
+    ns.scores2 = (before, scores_state())
+    # night 3: a recheck finds the changed file
+    ns.night3 = _jobs_by_batch(night("--config", "recheck=true"))
+    ns.scores3 = scores_state()
+    ns.ids3 = json.loads((res / "batches" / SEAL_OLD[0] / "manifest.json").read_text())["entries"]
+    # night 4: a file added to a sealed batch; another batch's seal corrupt (and a file changed in place)
+    added = batches / SEAL_OLD[1] / "added.png"
+    shutil.copy(sorted((batches / SEAL_NEW).iterdir())[1], added)
+    seal_path = res / "batches" / SEAL_NEW / "seal.json"
+    seal_path.write_text(seal_path.read_text().replace('"n_files": ', '"n_files": 1'))
+    _rewrite_in_place(sorted((batches / SEAL_NEW).iterdir())[2], sorted((batches / SEAL_OLD[1]).iterdir())[0])
+    ns.night4 = _jobs_by_batch(night())
+    ns.scores4 = scores_state()
+    ns.quiet = dry_run_jobs(workdir, configfiles=configs)
+    # the ledger as appended, then as rebuilt from every summary
+    ns.appended = {p: (res / p).read_text() for p in ("ledger.json", "batches.tsv")}
+    for p in ns.appended:
+        (res / p).unlink()
+    night()
+    ns.rebuilt = {p: (res / p).read_text() for p in ("ledger.json", "batches.tsv")}
+    # retention: drop stores, prune SLURM logs older than a day, show the latest batch in detail
+    logs = workdir / "logs" / "slurm" / "rule_score_shard" / "x"
+    logs.mkdir(parents=True)
+    (logs / "old.log").write_text("old")
+    (logs / "new.log").write_text("new")
+    os.utime(logs / "old.log", (time.time() - 3 * 86400,) * 2)
+    retention = {"retention": {"shard_stores": "drop_after_gather", "slurm_logs_days": 1, "report_detail_batches": 1}}
+    ns.retention_configs = (*configs, write_overlay(base / "retention.yaml", retention))
+    ns.night5 = _jobs_by_batch(night(configfiles=ns.retention_configs))
+    ns.logs = logs
+    ns.after_retention = dry_run_jobs(workdir, configfiles=ns.retention_configs)
+    return ns
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(TEST_TIMEOUT)
+def test_a_sealed_batch_is_neither_listed_nor_rescored(sealed):
+    assert set(sealed.night1) == set(SEAL_OLD) and all(sealed.seals1.values()), sealed.night1
+    # night 2: only the new batch's jobs; the old batch changed in place was not looked at
+    assert set(sealed.night2) == {SEAL_NEW}, sealed.night2
+    before, after = sealed.scores2
+    assert {b: after[b] for b in SEAL_OLD} == before
+    if sealed.strace is None:
+        pytest.skip("no working strace: the DAG's file system calls were not traced")
+    names = [p.name for p in (sealed.batches / SEAL_OLD[0]).iterdir()]
+    assert not [n for n in names if n in sealed.strace], "a sealed batch's files were listed or stat-ed"
+    assert any(n in sealed.strace_recheck for n in names), "the trace does not see listing (recheck lists every batch)"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(TEST_TIMEOUT)
+def test_recheck_rescores_a_batch_changed_in_place(sealed):
+    changed, other = SEAL_OLD
+    assert sealed.night3.get(changed) == PER_BATCH, sealed.night3
+    assert other not in sealed.night3 and SEAL_NEW not in sealed.night3, sealed.night3
+    assert sealed.scores3[changed] != sealed.scores2[1][changed]
+    entry = next(e for e in sealed.ids3 if e["relpath"] == sealed.victim.name)
+    assert entry["sha256"] == sha256(sealed.victim)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(TEST_TIMEOUT)
+def test_added_file_and_corrupt_seal_reopen_their_batches(sealed):
+    changed, grown = SEAL_OLD
+    assert sealed.night4.get(grown) == PER_BATCH, sealed.night4  # a file added: the directory changed
+    assert sealed.night4.get(SEAL_NEW) == PER_BATCH, sealed.night4  # a corrupt seal is no seal
+    assert changed not in sealed.night4
+    assert sealed.scores4[changed] == sealed.scores3[changed]
+    with h5py.File(sealed.results / "batches" / grown / "scores.h5", "r") as f:
+        ids = read_strings(f["images/ids"]) + read_strings(f["quarantine/ids"])
+    assert "added.png" in ids
+    assert sealed.quiet == {}, sealed.quiet  # everything sealed again: a quiet night does nothing
+    for b in (*SEAL_OLD, SEAL_NEW):
+        assert (sealed.results / "batches" / b / "seal.json").is_file(), b
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(TEST_TIMEOUT)
+def test_appended_ledger_equals_a_rebuilt_one(sealed):
+    assert sealed.rebuilt["batches.tsv"] == sealed.appended["batches.tsv"]
+    appended, rebuilt = (json.loads(sealed.appended["ledger.json"]), json.loads(sealed.rebuilt["ledger.json"]))
+    for d in (appended, rebuilt):
+        d.pop("generated_utc")
+    assert appended == rebuilt
+    assert [b["batch"] for b in rebuilt["batches"]] == sorted((*SEAL_OLD, SEAL_NEW))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(TEST_TIMEOUT)
+def test_retention_drops_stores_prunes_logs_and_bounds_the_report(sealed):
+    r = sealed.results
+    assert not sealed.night5, sealed.night5  # nothing rescored: only the ledger (drops stores) and report
+    assert not [p for b in (*SEAL_OLD, SEAL_NEW) for p in r.glob(f"batches/{b}/shards/*.images.h5")]
+    assert list(r.glob("batches/demo-batch-1/shards/*.images.h5"))  # not a batch of this night's root: left alone
+    assert list(r.glob("labeled/test/shards/*.images.h5"))  # evaluation's stores stay
+    assert list(r.glob("labeled/train/shards/*.images.h5"))
+    assert not (sealed.logs / "old.log").exists() and (sealed.logs / "new.log").is_file()
+    report = json.loads((r / "report.json").read_text())
+    assert [b["batch"] for b in report["batches"] if not b["unprocessed"]] == [SEAL_NEW]
+    assert "older batch(es) are in the trends" in (r / "report.html").read_text()
+    assert not {"decode_shard", "score_shard", "gather", "summarize", "manifest"} & set(sealed.after_retention)

@@ -166,9 +166,12 @@ def cmd_demo_data(args) -> int:
 
 
 def cmd_nightly(args) -> int:
-    from .nightly import run_nightly
+    from .nightly import run_nightly, with_config
 
-    return run_nightly(args.snakemake_args, results=args.results, snakemake=args.snakemake)
+    sm_args = [a for a in args.snakemake_args if a != "--"]
+    if args.recheck:
+        sm_args = with_config(sm_args, "recheck=true")
+    return run_nightly(sm_args, results=args.results, snakemake=args.snakemake)
 
 
 def cmd_retrain(args) -> int:
@@ -214,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     n = sub.add_parser("nightly", help="run the workflow for tonight's batches (lock, recovery; see README)")
     n.add_argument("--results", default="results", help="results directory holding the lock file")
     n.add_argument("--snakemake", default=None, help="snakemake executable (default: the one beside this Python)")
+    n.add_argument(
+        "--recheck", action="store_true", help="list, hash and check every batch, sealed or not (--config recheck=true)"
+    )
     n.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="arguments for snakemake, after --")
     n.set_defaults(func=cmd_nightly)
 

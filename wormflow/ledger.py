@@ -299,11 +299,19 @@ def ledger_step(
     failed: Sequence[dict] = (),
     training: Mapping | None = None,
     problems: Sequence[str] = (),
+    seal: Mapping | None = None,
 ) -> dict:
     """Write ``batches.tsv`` and ``ledger.json`` from the batch summaries (sorted by batch name = date),
     the batches that failed tonight (``failed``: rows with the failing rule, shard and log), were
-    deferred or rejected, and the models whose retraining is pending."""
-    summaries = sorted((json.loads(Path(p).read_text()) for p in summary_paths), key=lambda s: s["batch"])
+    deferred or rejected, and the models whose retraining is pending.
+
+    With ``seal`` (``{"root": batches root, "scoring": ..., "models": {method: model.pt}, "recheck": bool,
+    "drop_stores": bool}``, see :mod:`wormflow.seal`) the ledger *appends*: a sealed batch's row is taken
+    from the previous ``ledger.json`` when the seal vouches for the very summary that row was read from
+    (its sha256), so only new and changed summaries are read; then every batch not sealed yet is sealed
+    (and its shard stores dropped with ``drop_stores``).  A missing or damaged ledger, or ``recheck``,
+    reads every summary: the result is the same either way (test_sealing)."""
+    summaries, digests = _read_summaries(summary_paths, out_json, seal)
     not_processed = [
         *({"batch": name, "status": f"rejected: {reason}", "kind": "rejected"} for name, reason in rejected),
         *({"batch": name, "status": reason, "kind": "deferred"} for name, reason in deferred),
@@ -320,6 +328,7 @@ def ledger_step(
         "retraining_pending": retraining_pending(training),
         "problems": list(problems),
         "job_times": job_time_summary(summaries, test_jobs, n_test, training_job_seconds(models)),
+        "summary_sha256": digests,
     }
     rows = [_tsv_row(s) for s in summaries] + [{k: v for k, v in r.items() if k != "kind"} for r in ledger["not_processed"]]
     keys: list[str] = []
@@ -331,7 +340,75 @@ def ledger_step(
     w.writerows(rows)
     atomic_write_text(out_tsv, buf.getvalue())
     atomic_write_text(out_json, json.dumps(ledger, indent=1, allow_nan=False))
+    if seal is not None:
+        seal_complete_batches([s["batch"] for s in summaries], seal)
     return ledger
+
+
+def _summary_batch(path: str) -> str:
+    return Path(path).parent.name  # results/batches/<batch>/summary.json
+
+
+def _previous_rows(out_json: str) -> dict[str, tuple[dict, str]]:
+    """``{batch: (summary, sha256)}`` of the previous ledger (empty when it is missing or damaged)."""
+    try:
+        data = json.loads(Path(out_json).read_text(encoding="utf-8"))
+        digests = data["summary_sha256"]
+        return {s["batch"]: (s, digests[s["batch"]]) for s in data["batches"] if s["batch"] in digests}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _read_summaries(summary_paths: Sequence[str], out_json: str, seal: Mapping | None) -> tuple[list[dict], dict[str, str]]:
+    """The summaries sorted by batch and ``{batch: sha256 of its summary.json}``: sealed batches from the
+    previous ledger (see :func:`ledger_step`), every other one read from its file."""
+    import hashlib
+
+    from .seal import check, identity
+
+    previous, ident = {}, None
+    if seal is not None and not seal.get("recheck"):
+        previous = _previous_rows(out_json)
+        if previous:
+            ident = identity(seal["scoring"], seal["models"])
+    rows, digests = [], {}
+    for p in summary_paths:
+        batch = _summary_batch(p)
+        if batch in previous:
+            sealed, _ = check(batch, Path(seal["root"]) / batch, ident)
+            row, sha = previous[batch]
+            if sealed is not None and sealed["outputs"]["summary"]["sha256"] == sha:
+                rows.append(row)
+                digests[batch] = sha
+                continue
+        data = Path(p).read_bytes()
+        rows.append(json.loads(data))
+        digests[rows[-1]["batch"]] = hashlib.sha256(data).hexdigest()
+    return sorted(rows, key=lambda s: s["batch"]), digests
+
+
+def seal_complete_batches(batches: Sequence[str], seal: Mapping) -> dict[str, str]:
+    """Seal every batch of ``batches`` that is not sealed yet (:func:`wormflow.seal.seal_batch`); drop the
+    shard stores of sealed batches with ``seal["drop_stores"]``.  Returns ``{batch: why not sealed}``."""
+    import logging
+
+    from .seal import check, identity, seal_batch
+
+    log = logging.getLogger(__name__)
+    ident = identity(seal["scoring"], seal["models"])
+    not_sealed = {}
+    for b in batches:
+        root = Path(seal["root"]) / b
+        ok = check(b, root, ident)[0] is not None and not seal.get("recheck")
+        if not ok:
+            ok, why = seal_batch(b, root, ident)
+            if not ok:
+                not_sealed[b] = why
+                log.warning("batch %s not sealed: %s", b, why)
+        if ok and seal.get("drop_stores"):
+            for store in Path(paths.store(paths.batch_collection(b), 0)).parent.glob("*.images.h5"):
+                store.unlink(missing_ok=True)
+    return not_sealed
 
 
 def read_ledger(path: str) -> list[dict]:

@@ -64,7 +64,7 @@ def _summary_is_current(batch: str) -> bool:
 
 def _slurm_log(rule: str, wildcards: Sequence[str]) -> str | None:
     """The newest SLURM log of a job (the executor plugin's ``logs/slurm/rule_<rule>/<wildcards>/<jobid>.log``)."""
-    folder = Path("logs/slurm") / f"rule_{rule}" / "_".join(wildcards).replace("/", "_")
+    folder = Path(paths.SLURM_LOGS) / f"rule_{rule}" / "_".join(wildcards).replace("/", "_")
     logs = sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
     return str(logs[-1]) if logs else None
 
@@ -122,14 +122,17 @@ def report_after_failure(
     training: Mapping | None,
     methods: Sequence[str],
     config: Mapping,
+    sealed: Sequence[str] = (),
 ) -> dict:
-    """Render ``ledger.json``/``batches.tsv`` and the report from what completed (see module doc)."""
+    """Render ``ledger.json``/``batches.tsv`` and the report from what completed (see module doc);
+    ``sealed`` batches (:mod:`wormflow.seal`, checked when the DAG was built) count as complete
+    without reading their manifests."""
     from .ledger import ledger_step
     from .report import report_step
 
     # first: even a half-rendered report is provisional; the time makes each failed run's marker new
     atomic_write_text(PROVISIONAL, json.dumps({"outputs": list(OUTPUTS), "utc": utc_now()}))
-    done = [b for b in batches if _summary_is_current(b)]
+    done = [b for b in batches if b in set(sealed) or _summary_is_current(b)]
     failed = [diagnose(b) for b in batches if b not in done]
     problems = [
         "this run did not complete: the report shows what did; batches marked failed are retried by the next run",

@@ -75,6 +75,16 @@ def stale_snakemake_locks(args: list[str]) -> list[Path]:
     return sorted(locks.iterdir()) if locks.is_dir() else []
 
 
+def with_config(args: list[str], item: str) -> list[str]:
+    """``args`` with ``item`` (``key=value``) added to its ``--config`` (one is added when there is none:
+    a second ``--config`` would replace the first)."""
+    args = list(args)
+    for i, a in enumerate(args):
+        if a in ("--config", "-C"):
+            return [*args[: i + 1], item, *args[i + 1 :]]
+    return [*args, "--config", item]
+
+
 def run_nightly(snakemake_args: list[str], results: str = paths.RESULTS, snakemake: str | None = None) -> int:
     args = [a for a in snakemake_args if a != "--"]
     lock = lock_path(args, results)

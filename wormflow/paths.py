@@ -57,6 +57,11 @@ def thumbnails(batch: str) -> str:
     return summary(batch).rsplit("/", 1)[0] + "/thumbnails.json"
 
 
+def seal(batch: str) -> str:
+    """The batch's seal (see :mod:`wormflow.seal`): what later nights trust without listing the batch."""
+    return summary(batch).rsplit("/", 1)[0] + "/seal.json"
+
+
 # ----------------------------------------------------------------------------- models
 
 
@@ -108,6 +113,9 @@ LEDGER_JSON = f"{RESULTS}/ledger.json"
 REPORT_HTML = f"{RESULTS}/report.html"
 REPORT_JSON = f"{RESULTS}/report.json"
 DEMO = f"{RESULTS}/demo"
+# The SLURM executor's job logs (profiles/slurm: slurm-logdir), relative to the working directory;
+# config retention.slurm_logs_days prunes them.
+SLURM_LOGS = "logs/slurm"
 
 
 # ----------------------------------------------------------------------------- logs and benchmarks

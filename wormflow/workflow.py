@@ -197,3 +197,36 @@ def training_code_digest(method: str) -> str:
     """Digest of the package code a trained ``method`` depends on: a change retrains that method only."""
     own = (f"methods/{method}.py", f"methods/{method}.schema.yaml")
     return code_digest((*TRAINING_CODE, *own, *methods.spec(method).code))
+
+
+def seal_scoring_config(config: dict, methods: list[str], primary_seed: int) -> dict:
+    """The config that decides a batch's results (see :func:`wormflow.seal.scoring_config`)."""
+    from .seal import scoring_config
+
+    return scoring_config(config, methods, primary_seed)
+
+
+def sealed_batches(
+    root: str | os.PathLike, batches: list[str], scoring: dict, models: dict[str, str], *, recheck: bool = False
+) -> tuple[list[str], dict[str, str]]:
+    """``(sealed, reasons)``: the batches this DAG leaves out (:mod:`wormflow.seal`), and why each other is open.
+
+    Nothing is sealed with ``recheck``.  Reads one small seal and ``stat``s a few paths per batch: the
+    files of a sealed batch are never listed."""
+    from .seal import identity
+    from .seal import sealed_batches as check
+
+    if recheck:
+        return [], {b: "recheck asked for" for b in batches}
+    sealed, reasons = check(root, batches, identity(scoring, models))
+    for b, why in reasons.items():
+        if why != "no seal":
+            log.info("batch %s is checked tonight: %s", b, why)
+    return sealed, reasons
+
+
+def not_one_of(names: list[str]) -> str:
+    """A regular-expression prefix that refuses a wildcard equal to one of ``names`` (before ``/`` or the end)."""
+    if not names:
+        return ""
+    return "(?!(?:" + "|".join(re.escape(n) for n in sorted(names)) + ")(?:/|$))"

@@ -67,6 +67,8 @@ def build_context(inputs: dict, methods: Sequence[str], config: Mapping) -> dict
     report_cfg = config.get("report", {})
     ks_max = float(config.get("drift", {}).get("ks_max", 0.3))
     batch_rows = sections.batches_section(ledger, evaluated)
+    detail = (config.get("retention") or {}).get("report_detail_batches")
+    shown_rows, older = sections.latest_batches(batch_rows, detail)
     plates = sections.plates_section(
         ledger,
         methods,
@@ -89,14 +91,16 @@ def build_context(inputs: dict, methods: Sequence[str], config: Mapping) -> dict
         "confusion": sections.confusion_section(metrics, evaluated, display),
         "figures": sections.evaluation_figures(metrics, learned, evaluated, display),
         "galleries": sections.galleries_section(inputs["gallery"], learned, display),
-        "batches": batch_rows,
+        "batches": shown_rows,
+        "batches_older": len(older),
+        "batches_detail": detail,
         "batch_methods": evaluated,
         "agreement_pairs": sections.agreement_pairs(evaluated),
         "ks_max": ks_max,
         "trends": sections.trends_section(batch_rows, evaluated, ks_max, display),
         "plates": plates,
         "field_trends": sections.field_trends(ledger, methods, display),
-        "quarantine": sections.quarantine_section(ledger, metrics.get("test_quarantine", [])),
+        "quarantine": sections.quarantine_section(ledger, metrics.get("test_quarantine", []), skip=set(older)),
         "quarantine_html_max": sections.QUARANTINE_HTML_MAX,
         "provenance": {
             "config_yaml": config_yaml(config),

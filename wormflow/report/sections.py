@@ -243,6 +243,15 @@ def batches_section(ledger: dict, methods: Sequence[str]) -> list[dict]:
     return rows
 
 
+def latest_batches(rows: Sequence[dict], n: int | None) -> tuple[list[dict], list[str]]:
+    """``(rows shown, names left out)``: the latest ``n`` processed batches (by name) and every row of a batch
+    not processed tonight; ``n`` None shows all (config ``retention.report_detail_batches``)."""
+    processed = [r["batch"] for r in rows if not r.get("unprocessed")]
+    older = sorted(processed)[: max(len(processed) - n, 0)] if n is not None else []
+    skip = set(older)
+    return [r for r in rows if r.get("unprocessed") or r["batch"] not in skip], older
+
+
 def agreement_pairs(methods: Sequence[str]) -> list[str]:
     return [pair_key(a, b) for a, b in combinations(methods, 2)]
 
@@ -258,9 +267,10 @@ def trends_section(rows: Sequence[dict], methods: Sequence[str], ks_max: float, 
     return {"batches": names, "flagged": flagged, "ks": ks, "ks_max": ks_max, "beyond": beyond, "figure": figure}
 
 
-def quarantine_section(ledger: dict, test_quarantine: Sequence[dict]) -> list[dict]:
-    """Every quarantined file of every batch (and of the test split), with its stage and reason."""
-    sources = [(s["batch"], s.get("quarantine", [])) for s in sorted(ledger.get("batches", []), key=lambda s: s["batch"])]
+def quarantine_section(ledger: dict, test_quarantine: Sequence[dict], skip: set[str] | frozenset = frozenset()) -> list[dict]:
+    """Every quarantined file of every batch but those in ``skip`` (and of the test split), with its stage and reason."""
+    batches = sorted(ledger.get("batches", []), key=lambda s: s["batch"])
+    sources = [(s["batch"], s.get("quarantine", [])) for s in batches if s["batch"] not in skip]
     sources.append(("test split", test_quarantine))
     return [
         {"collection": coll, "id": q["id"], "id_visible": visible(q["id"]), "stage": q["stage"], "reason": q["reason"]}
