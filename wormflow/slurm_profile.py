@@ -88,6 +88,40 @@ BASE: dict = {
 }
 
 
+COMMENTS = {  # appended to the top-level lines of the rendered profile
+    "executor": "submit jobs with sbatch (snakemake-executor-plugin-slurm)",
+    "jobs": "SLURM jobs queued or running at once",
+    "local-cores": "cores for the localrules (manifest, gather, ledger, report) in the head process",
+    "max-jobs-per-timespan": "submission rate limit, gentle on slurmctld",
+    "latency-wait": "seconds to wait for a finished job's outputs on a shared (NFS) filesystem",
+    "retries": "resubmit a failed job once; the rules' memory and run time grow with attempt",
+    "rerun-incomplete": "re-run jobs whose outputs a killed run left incomplete",
+    "keep-going": "a failed job does not stop other shards and batches",
+    "printshellcmds": "print each job's shell command",
+    "show-failed-logs": "print the rule's log of a failed job",
+    "slurm-logdir": "logs/slurm/rule_<rule>/<wildcards>/<jobid>.log (relative to the workdir)",
+    "slurm-keep-successful-logs": "keep the SLURM logs of successful jobs too",
+    "slurm-jobname-prefix": "job name wormflow_<run uuid>: find a run's jobs with squeue/sacct --name",
+    "slurm-init-seconds-before-status-checks": "first status poll; the interval then grows by 10 s per poll without a finished job",
+    "slurm-status-command": "needs slurmdbd; where sacct says accounting is disabled use squeue (else the run hangs)",
+    "slurm-status-attempts": "tries per poll",
+    "slurm-qos": "sbatch --qos for every job",
+    "slurm-array-jobs": "these rules' ready jobs go out as one SLURM job array each (see above)",
+    "default-resources": "every job: site fields (-p, -A, -C)",
+    "set-resources": "the GPU rules' GPU request in this site's form; sizes come from the rules",
+}
+
+
+def _annotate(text: str) -> str:
+    lines = []
+    for line in text.splitlines():
+        key = line.split(":", 1)[0]
+        if not line.startswith(" ") and key in COMMENTS:
+            line = f"{line:<48} # {COMMENTS[key]}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 class _Dumper(yaml.SafeDumper):
     """Strings that hold quotes (the resource expressions "'debug'") in double quotes."""
 
@@ -219,7 +253,7 @@ def render(
     header = HEADER.format(
         command=command, gpu_rules=", ".join(GPU_RULES), gpu_request=gpu_request, arrays="on" if arrays else "off"
     )
-    return header + "\n" + yaml.dump(profile, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000)
+    return header + "\n" + _annotate(yaml.dump(profile, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000))
 
 
 def install(text: str, dest: Path | str, *, force: bool = False) -> Path:
