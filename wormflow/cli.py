@@ -1,4 +1,4 @@
-"""Command-line entry points: ``wormflow train | score | evaluate | nightly | retrain | demo-data``.
+"""Command-line entry points: ``wormflow train | score | evaluate | nightly | retrain | profile | demo-data``.
 
 ``train``, ``score`` and ``evaluate`` run the workflow's own steps (manifest,
 decode once into an image store, train / score / evaluate) on plain
@@ -180,6 +180,42 @@ def cmd_retrain(args) -> int:
     return retrain(args.methods, args.snakemake_args, force=args.force, results=args.results, snakemake=args.snakemake)
 
 
+def cmd_profile_install(args) -> int:
+    import shlex
+
+    from .slurm_profile import default_dest, install, render
+
+    words = ["wormflow", "profile", "install", args.name]
+    for flag in ("partition", "gpu_partition", "account", "qos", "gpu_model", "cpus_per_gpu", "constraint"):
+        value = getattr(args, flag)
+        if value is not None:
+            words += [f"--{flag.replace('_', '-')}", str(value)]
+    words += ["--gpu-request", args.gpu_request] + (["--arrays"] if args.arrays else [])
+    for item in args.set or []:
+        words += ["--set", item]
+    text = render(
+        partition=args.partition,
+        gpu_partition=args.gpu_partition,
+        account=args.account,
+        qos=args.qos,
+        gpu_model=args.gpu_model,
+        gpu_request=args.gpu_request,
+        cpus_per_gpu=args.cpus_per_gpu,
+        constraint=args.constraint,
+        arrays=args.arrays,
+        settings=args.set or [],
+        command=shlex.join(words),
+    )
+    if args.print:
+        sys.stdout.write(text)
+        return 0
+    dest = Path(args.dest) if args.dest else default_dest(args.name)
+    target = install(text, dest, force=args.force)
+    print(f"wrote {target}")
+    print(f"next: cd <your wormflow checkout> && snakemake --profile {dest if args.dest else args.name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wormflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"wormflow {__version__}")
@@ -233,6 +269,45 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--snakemake", default=None, help="snakemake executable (default: the one beside this Python)")
     r.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="arguments for snakemake, after --")
     r.set_defaults(func=cmd_retrain)
+
+    pr = sub.add_parser("profile", help="install the SLURM cluster profile (then: snakemake --profile slurm)")
+    prs = pr.add_subparsers(dest="profile_command", required=True)
+    pi = prs.add_parser(
+        "install",
+        help="write $XDG_CONFIG_HOME/snakemake/slurm/config.yaml (~/.config/...) from wormflow's template",
+        description="Write the SLURM profile that `snakemake --profile slurm` finds by name: executor and site settings "
+        "only (memory and run time are in the rules). Site-wide: --dest /etc/xdg/snakemake/slurm (as root).",
+    )
+    pi.add_argument("name", choices=["slurm"], help="the profile (its directory name)")
+    pi.add_argument("--partition", help="partition for every job (default: the cluster's default partition)")
+    pi.add_argument("--gpu-partition", help="partition for the GPU rules (train, score_shard) if GPUs live in their own")
+    pi.add_argument("--account", help="account to charge (default: your default account)")
+    pi.add_argument("--qos", help="--qos for every job")
+    pi.add_argument("--gpu-model", help="GPU type as in `sinfo -o '%%G'` (e.g. a100): --gpus=a100:1 / --gres=gpu:a100:1")
+    pi.add_argument(
+        "--gpu-request",
+        choices=["gpus", "gres"],
+        default="gpus",
+        help="how GPU jobs ask for their GPU: sbatch --gpus=[model:]1 (default) or --gres=gpu[:model]:1 (sites that accept only --gres)",
+    )
+    pi.add_argument("--cpus-per-gpu", type=int, help="--cpus-per-gpu for the GPU rules (instead of --cpus-per-task)")
+    pi.add_argument("--constraint", help="-C node features for every job, e.g. 'a100|h100'")
+    pi.add_argument(
+        "--arrays",
+        action="store_true",
+        help="submit the ready decode/score shards as SLURM job arrays (sets jobs: unlimited; see the README)",
+    )
+    pi.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="any other profile key (a snakemake option without --, e.g. jobs=100, slurm-status-command=squeue) or "
+        "set-resources.RULE.RESOURCE / set-threads.RULE / default-resources.RESOURCE=VALUE; repeatable",
+    )
+    pi.add_argument("--dest", help="directory to write config.yaml into (default: $XDG_CONFIG_HOME/snakemake/<name>)")
+    pi.add_argument("--force", action="store_true", help="replace an existing config.yaml")
+    pi.add_argument("--print", action="store_true", help="print the profile instead of writing it")
+    pi.set_defaults(func=cmd_profile_install)
 
     d = sub.add_parser("demo-data", help="generate the synthetic demo set")
     d.add_argument("out")

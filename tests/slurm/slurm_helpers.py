@@ -29,8 +29,30 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 FIXTURE = HERE / "fixture"
-BASE_PROFILE = REPO / "profiles" / "slurm"  # the profile users run with
-TEST_PROFILE = HERE / "profile"  # test overlay: local partition, small sizes, fast polling
+BASE_PROFILE = REPO / "profiles" / "slurm"  # the template rendered without site fields
+PROFILE = "slurm"  # what users run: `snakemake --profile slurm`, installed by `wormflow profile install slurm`
+
+# The local test cluster as a site (tests/slurm/start-local-slurm.sh: partition debug, account
+# root, 2 CPUs, gpu:fakegpu:2, ~21 GB), installed with
+#   wormflow profile install slurm --partition debug --account root --set ... (below)
+# Tuned for wall time on 2 CPUs: 1-CPU jobs (set-threads; two run side by side, one per fake
+# GPU), small memory (the rules' own 16 GB for train would let one job run at a time), the first
+# sacct poll after 1 s (the plugin's interval then grows by 10 s per poll without a finished job:
+# a fixture job of ~9 s is seen ~12 s after submission), no submission throttling.
+PARTITION, ACCOUNT = "debug", "root"
+THREADS = {"decode_shard": 1, "train": 1, "score_shard": 1}
+TEST_MEM = {"decode_shard": 1000, "train": 2000, "score_shard": 1500}  # MB at attempt 1; doubles on the retry
+TEST_SETTINGS = (
+    "jobs=4",  # the node runs two 1-CPU jobs at a time; a few queued suffice
+    "local-cores=2",
+    "latency-wait=5",
+    "max-jobs-per-timespan=100/1s",
+    "slurm-init-seconds-before-status-checks=1",
+    "slurm-status-attempts=2",
+    *(f"set-threads.{rule}={n}" for rule, n in THREADS.items()),
+    *(f"set-resources.{rule}.mem_mb={mb} * attempt" for rule, mb in TEST_MEM.items()),
+    *(f"set-resources.{rule}.runtime=10 * attempt" for rule in TEST_MEM),
+)
 START_SCRIPT = HERE / "start-local-slurm.sh"
 STOP_SCRIPT = HERE / "stop-local-slurm.sh"
 
@@ -171,34 +193,40 @@ def run_snakemake(
     args: list[str] | tuple[str, ...] = (),
     *,
     cwd: Path | str,
-    profiles: list[Path | str] | tuple[Path | str, ...] = (BASE_PROFILE, TEST_PROFILE),
+    profiles: list[Path | str] | tuple[Path | str, ...] = (PROFILE,),
     timeout_s: int = 300,
     kill_after_s: int = 60,
     log_file: Path | str | None = None,
     env_remove: tuple[str, ...] | list[str] = (),
+    env: dict[str, str] | None = None,
 ) -> SnakemakeRun:
-    """Run ``python -m snakemake --profile P1 --profile P2 ... ARGS`` in ``cwd``.
+    """Run ``snakemake --profile slurm ARGS`` (the profile found by name, installed by
+    :func:`install_profile` into the XDG_CONFIG_HOME that ``env`` sets), or with other
+    ``profiles``: ``snakemake --profile P1 --profile P2 --workflow-profile none ARGS``, in ``cwd``.
 
     Wrapped in ``timeout -s INT -k kill_after_s timeout_s``: after ``timeout_s``
     seconds snakemake gets SIGINT (cancels its SLURM jobs and exits), and SIGKILL
     if it is still there ``kill_after_s`` later. Jobs of a killed run are then
     cancelled here via their job name. ``--workflow-profile none`` keeps a
-    profiles/default/ next to a Snakefile from changing the test.
+    profiles/default/ next to a Snakefile from changing the test (there is none in the repository,
+    so the by-name run is exactly ``snakemake --profile slurm``).
     If ``log_file`` is given, the timed output is written there as well.
     ``env_remove`` names variables to drop from the head's environment.
     """
     cwd = Path(cwd)
-    cmd = ["timeout", "-s", "INT", "-k", str(kill_after_s), str(timeout_s), sys.executable, "-m", "snakemake"]
+    cmd = ["timeout", "-s", "INT", "-k", str(kill_after_s), str(timeout_s), str(Path(sys.executable).parent / "snakemake")]
     for profile in profiles:
         cmd += ["--profile", str(profile)]
-    cmd += ["--workflow-profile", "none", *map(str, args)]
+    if tuple(profiles) != (PROFILE,):
+        cmd += ["--workflow-profile", "none"]
+    cmd += [*map(str, args)]
 
     t0 = time.monotonic()
     lines: list[tuple[float, str]] = []
     proc = subprocess.Popen(
         cmd,
         cwd=cwd,
-        env=snakemake_env(env_remove),
+        env={**snakemake_env(env_remove), **(env or {})},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -227,6 +255,22 @@ def run_snakemake(
     if log_file is not None:
         Path(log_file).write_text(run.describe() + "\n")
     return run
+
+
+def install_profile(home: Path | str, *args: str) -> dict[str, str]:
+    """``wormflow profile install slurm`` for the test cluster into ``home``/.config (a temporary
+    HOME and XDG_CONFIG_HOME); returns those two variables for the snakemake subprocess."""
+    home = Path(home)
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+    cmd = [sys.executable, "-m", "wormflow.cli", "profile", "install", "slurm", "--partition", PARTITION, "--account", ACCOUNT]
+    cmd += [a for s in TEST_SETTINGS for a in ("--set", s)] + list(args)
+    proc = subprocess.run(
+        cmd, env={**os.environ, "PYTHONPATH": str(REPO), **env}, capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    assert (home / ".config/snakemake/slurm/config.yaml").is_file(), proc.stdout
+    return env
 
 
 def _parse_tres(text: str) -> dict[str, str]:
@@ -273,6 +317,27 @@ def sacct_jobs(job_name: str, fields: tuple[str, ...] = SACCT_FIELDS, days: int 
     if "JobIDRaw" in fields:
         jobs.sort(key=lambda j: int(j["JobIDRaw"]) if j["JobIDRaw"].isdigit() else 0)
     return jobs
+
+
+def sacct_submit_lines(job_name: str, days: int = 2) -> dict[str, str]:
+    """JobIDRaw -> the sbatch command line SLURM recorded (``sacct -o SubmitLine``, SLURM >= 22.05):
+    shows whether a job asked ``--gpus=1`` or ``--gres=gpu:1``."""
+    starttime = f"{datetime.now() - timedelta(days=days):%Y-%m-%dT%H:%M}"
+    cmd = ["sacct", "-X", "--parsable2", "--noheader", "--format=JobIDRaw,SubmitLine", "--starttime", starttime]
+    cmd += ["--endtime", "now", "--name", job_name]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return dict(line.split("|", 1) for line in proc.stdout.splitlines() if "|" in line)
+
+
+def gpu_request(submit_line: str) -> str | None:
+    """'--gpus=1' / '--gres=gpu:1' (or with a model) from an sbatch command line; None for a CPU job.
+    Only the sbatch options count (the --wrap'ed snakemake command follows them)."""
+    options = submit_line.split(" --wrap", 1)[0]
+    found = re.findall(r"(--gpus=\S+|--gres=\S+)", options)
+    assert len(found) <= 1, submit_line
+    return found[0] if found else None
 
 
 def format_jobs(jobs: list[dict]) -> str:

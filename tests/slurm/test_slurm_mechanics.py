@@ -4,17 +4,19 @@ The cluster is the single-node one of tests/slurm/start-local-slurm.sh (run it
 as root first; ~25 s from scratch, ~1 s when already up). The tiny fixture
 workflow tests/slurm/fixture/Snakefile has GPU rules named like wormflow's
 (train, score_shard with a {shard} wildcard) and localrules (gather, all).
-Every run goes through the real profile plus the test overlay:
+Every run goes through the profile as users install and run it, installed into a
+temporary HOME / XDG_CONFIG_HOME with the test cluster's site fields and tuning
+(slurm_helpers.TEST_SETTINGS):
 
-    snakemake --profile profiles/slurm --profile tests/slurm/profile
+    wormflow profile install slurm --partition debug --account root --set ...
+    snakemake --profile slurm
 
 The cluster tests (marked `slurm`) are skipped unless WORMFLOW_SLURM=1 is set
 (CI: then a missing cluster is a failure, not a skip) or a SLURM cluster
 answers `sinfo`. Wall time ~2.5 min: each snakemake run is dominated by the
 executor plugin's polling and by the ~9 s a job needs to start snakemake
-twice inside its allocation. The profile-layering checks at the end need no
-cluster (dry runs, ~10 s) and always run.
-Each test copies the fixture into its own tmp_path.
+twice inside its allocation. tests/test_profile_install.py checks the profile
+itself without a cluster. Each test copies the fixture into its own tmp_path.
 """
 
 from __future__ import annotations
@@ -25,18 +27,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # slurm_helpers, whatever pytest's import mode
 
 from slurm_helpers import (  # noqa: E402
-    BASE_PROFILE,
     FIXTURE,
-    REPO,
-    TEST_PROFILE,
     cluster_mark,
     error_blocks,
     format_jobs,
+    install_profile,
     job_info_wildcards,
     require_cluster,
     run_snakemake,
@@ -44,9 +43,7 @@ from slurm_helpers import (  # noqa: E402
 )
 
 needs_cluster = cluster_mark()  # tests that submit to SLURM (with pytest.mark.slurm)
-SITE_TEMPLATE = REPO / "profiles" / "slurm-site-template"
-
-GPU_RULES = {"train", "score_shard"}  # in the fixture; the profiles give them gpu: 1
+GPU_RULES = {"train", "score_shard"}  # in the fixture; the profile gives them gpu: 1
 LOCAL_RULES = {"gather", "all"}
 RUN_TIMEOUT_S = 240  # one fixture run takes 20-60 s; SIGINT after this
 
@@ -65,8 +62,14 @@ def workdir(tmp_path: Path) -> Path:
     return dest
 
 
-def _run(workdir: Path, *args: str, name: str):
-    run = run_snakemake(list(args), cwd=workdir, timeout_s=RUN_TIMEOUT_S, log_file=workdir.parent / f"{name}.log")
+@pytest.fixture(scope="module")
+def profile_env(tmp_path_factory) -> dict[str, str]:
+    """HOME and XDG_CONFIG_HOME with `wormflow profile install slurm` done for the test cluster."""
+    return install_profile(tmp_path_factory.mktemp("home"))
+
+
+def _run(workdir: Path, *args: str, name: str, env: dict[str, str]):
+    run = run_snakemake(list(args), cwd=workdir, timeout_s=RUN_TIMEOUT_S, log_file=workdir.parent / f"{name}.log", env=env)
     assert not run.timed_out, f"snakemake did not finish within {RUN_TIMEOUT_S}s\n{run.describe()}"
     assert run.run_id, f"no 'SLURM run ID' in the output: was the slurm executor used?\n{run.describe()}"
     print(f"{name}: exit {run.returncode} in {run.seconds:.1f}s, SLURM job name {run.run_id}")
@@ -75,9 +78,9 @@ def _run(workdir: Path, *args: str, name: str):
 
 @pytest.mark.slurm
 @needs_cluster
-def test_gpu_and_wildcard_jobs_run_as_slurm_jobs(cluster, workdir: Path):
+def test_gpu_and_wildcard_jobs_run_as_slurm_jobs(cluster, workdir: Path, profile_env):
     """(a) Every non-local job is a COMPLETED SLURM job; GPU rules were allocated gres/gpu."""
-    run = _run(workdir, name="run")
+    run = _run(workdir, name="run", env=profile_env)
     assert run.returncode == 0, run.describe()
 
     jobs = sacct_jobs(run.run_id)
@@ -90,7 +93,7 @@ def test_gpu_and_wildcard_jobs_run_as_slurm_jobs(cluster, workdir: Path):
         assert job["Partition"] == "debug" and job["Account"] == "root", table
         if job["rule"] in GPU_RULES:
             assert job["tres"].get("gres/gpu") == "1", f"{job['rule']} got no GPU:\n{table}"
-    # the test overlay's sizes (attempt 1) reached sbatch
+    # the installed test profile's sizes (attempt 1) reached sbatch
     by_rule = {j["rule"]: j for j in jobs}
     assert by_rule["train"]["ReqMem"] == "2000M" and by_rule["train"]["Timelimit"] == "00:10:00", table
     assert by_rule["score_shard"]["ReqMem"] == "1500M", table
@@ -112,12 +115,12 @@ def test_gpu_and_wildcard_jobs_run_as_slurm_jobs(cluster, workdir: Path):
 
 @pytest.mark.slurm
 @needs_cluster
-def test_failure_is_retried_reported_and_resumed(cluster, workdir: Path):
+def test_failure_is_retried_reported_and_resumed(cluster, workdir: Path, profile_env):
     """(b) score_shard {shard=1} fails twice: the profile's retries: 1 resubmits it
     with doubled mem/runtime (attempt 2); the final failure is reported with the
     rule, its wildcards, the SLURM job id and the log paths; keep-going lets the
     rest finish; a rerun submits only that job, which then succeeds."""
-    first = _run(workdir, "--config", "fail_shard=1", "fail_times=2", name="run-fail")
+    first = _run(workdir, "--config", "fail_shard=1", "fail_times=2", name="run-fail", env=profile_env)
     assert first.returncode != 0, first.describe()
     out = first.output
 
@@ -127,7 +130,7 @@ def test_failure_is_retried_reported_and_resumed(cluster, workdir: Path):
     assert others == [("score_shard", "0", "COMPLETED"), ("train", "", "COMPLETED")], table
     failed = [j for j in jobs if (j["rule"], j["wildcards"]) == ("score_shard", "1")]
     assert [j["State"] for j in failed] == ["FAILED", "FAILED"], table
-    # resources grow with `attempt` (test overlay: mem_mb 1500 * attempt, runtime 10 * attempt)
+    # resources grow with `attempt` (test profile: mem_mb 1500 * attempt, runtime 10 * attempt)
     assert [j["ReqMem"] for j in failed] == ["1500M", "3000M"], table
     assert [j["Timelimit"] for j in failed] == ["00:10:00", "00:20:00"], table
     assert all(j["tres"].get("gres/gpu") == "1" for j in failed), table
@@ -153,74 +156,10 @@ def test_failure_is_retried_reported_and_resumed(cluster, workdir: Path):
     assert not (workdir / "summary.txt").exists()
 
     # rerun: only the failed job is submitted (attempt 1 again), and it passes now
-    second = _run(workdir, "--config", "fail_shard=1", "fail_times=2", name="run-resume")
+    second = _run(workdir, "--config", "fail_shard=1", "fail_times=2", name="run-resume", env=profile_env)
     assert second.returncode == 0, second.describe()
     jobs = sacct_jobs(second.run_id)
     assert [(j["rule"], j["wildcards"], j["State"], j["ReqMem"]) for j in jobs] == [("score_shard", "1", "COMPLETED", "1500M")], (
         format_jobs(jobs)
     )
     assert "gather_job=local" in (workdir / "summary.txt").read_text()
-
-
-# --------------------------------------------------------------------------
-# Profile layering: dry runs and static checks, no cluster needed.
-# --------------------------------------------------------------------------
-
-GPU_RULES_ALL = {"train", "score_shard"}  # wormflow's GPU rules
-SITE_FIELDS = {"slurm_partition", "slurm_account", "qos", "constraint", "gpu_model", "cpus_per_gpu"}
-
-
-def _load(profile: Path) -> dict:
-    return yaml.safe_load((profile / "config.yaml").read_text())
-
-
-def _dry_run_resources(workdir: Path, *profiles: Path) -> dict[str, dict[str, str]]:
-    """rule -> the resources snakemake -n shows for its (first) job."""
-    run = run_snakemake(["-n"], cwd=workdir, profiles=profiles, timeout_s=120)
-    assert run.returncode == 0, run.describe()
-    resources: dict[str, dict[str, str]] = {}
-    rule = None
-    for line in run.output.splitlines():
-        if m := re.match(r"^(?:local)?rule (\w+):$", line):
-            rule = m.group(1)
-        elif (m := re.match(r"^\s+resources: (.+)$", line)) and rule and rule not in resources:
-            resources[rule] = dict(item.split("=", 1) for item in m.group(1).split(", "))
-    return resources
-
-
-def test_profiles_layer_as_documented(workdir: Path):
-    """Memory and time come from the rules (attempt 1 here); profiles add GPUs and site fields."""
-    base = _dry_run_resources(workdir, BASE_PROFILE)
-    assert base["train"]["gpu"] == "1" and base["score_shard"]["gpu"] == "1", base
-    assert (base["train"]["mem_mb"], base["train"]["runtime"]) == ("16000", "240"), base
-    assert (base["score_shard"]["mem_mb"], base["score_shard"]["runtime"]) == ("8000", "30"), base
-    assert "gpu" not in base["gather"] and "slurm_partition" not in base["train"], base
-
-    site = _dry_run_resources(workdir, BASE_PROFILE, SITE_TEMPLATE)
-    for rule in ("train", "score_shard", "gather"):
-        assert site[rule]["slurm_partition"] == "<PARTITION>" and site[rule]["slurm_account"] == "<ACCOUNT>", site
-    assert site["train"]["gpu"] == "1" and site["train"]["mem_mb"] == "16000", site
-
-    test = _dry_run_resources(workdir, BASE_PROFILE, TEST_PROFILE)
-    assert test["train"]["slurm_partition"] == "debug" and test["train"]["mem_mb"] == "2000", test
-    assert test["score_shard"]["gpu"] == "1", test
-
-
-def test_site_specifics_only_in_site_profiles():
-    """profiles/slurm is site-neutral and sizes nothing (the rules do); the overlays repeat its GPU rules."""
-    base, site, test = _load(BASE_PROFILE), _load(SITE_TEMPLATE), _load(TEST_PROFILE)
-    for name, prof in (("profiles/slurm", base), ("site template", site), ("test overlay", test)):
-        assert "config" not in prof, f"{name}: workflow config belongs in config.yaml, not in a profile"
-        gpu_rules = {rule for rule, res in prof["set-resources"].items() if res.get("gpu") == 1}
-        assert gpu_rules == GPU_RULES_ALL, name
-    assert base["executor"] == site["executor"] == "slurm"
-    assert "default-resources" not in base
-    assert not any({"mem_mb", "runtime"} & set(r) for r in (*base["set-resources"].values(), *site["set-resources"].values()))
-    # the one workflow setting a site may set in its profile, commented out in the template
-    text = (SITE_TEMPLATE / "config.yaml").read_text()
-    block = re.search(r"^# config:\n((?:#   - .+\n)+)", text, re.M)
-    assert block, "site template: a commented `config:` block with shard_size"
-    assert yaml.safe_load("config:\n" + re.sub(r"^# ", "", block.group(1), flags=re.M)) == {"config": ["shard_size=2048"]}
-    assert not any(SITE_FIELDS & set(r) for r in base["set-resources"].values()), "site fields in profiles/slurm set-resources"
-    assert "slurm-qos" not in base
-    assert {"slurm_partition", "slurm_account"} <= set(site["default-resources"])

@@ -1,27 +1,32 @@
-"""The REAL wormflow workflow through ``--profile profiles/slurm`` on a real SLURM cluster.
+"""The REAL wormflow workflow through ``snakemake --profile slurm`` on a real SLURM cluster.
 
 Issue: "snakemake --profile profiles/slurm: training and scoring as GPU jobs on
 a real SLURM cluster". The cluster is the single-node one of
 tests/slurm/start-local-slurm.sh (2 CPUs, two fake GPUs ``gpu:fakegpu:2``;
 the test overlay makes every job a 1-CPU job, so two run side by side).
 The workflow runs on the generated demo, sized by tests/configs/tiny.yaml +
-tests/slurm/workflow-tiny.yaml (10 SLURM jobs), through
+tests/slurm/workflow-tiny.yaml (10 SLURM jobs), the way a user runs it: the profile
+installed by name into a temporary HOME / XDG_CONFIG_HOME, then exactly ``--profile slurm``:
 
-    snakemake -s Snakefile --configfile tests/configs/tiny.yaml tests/slurm/workflow-tiny.yaml \\
-        --profile profiles/slurm --profile tests/slurm/profile
+    wormflow profile install slurm --partition debug --account root --set ...   # slurm_helpers.TEST_SETTINGS
+    snakemake --profile slurm -s Snakefile --configfile tests/configs/tiny.yaml tests/slurm/workflow-tiny.yaml
 
 and the same config runs at the same time with ``--profile profiles/local`` in
 another tmp directory, as the reference (it mostly overlaps the SLURM run, which
 spends much of its time in job start-up and status polling).
 
 1. ``test_jobs_ran_as_slurm_jobs``: every non-local job (decode_shard, train,
-   score_shard) was a COMPLETED SLURM job; the GPU rules were allocated
-   gres/gpu; no localrule was submitted; HDF5_USE_FILE_LOCKING=FALSE, which
+   score_shard) was a COMPLETED SLURM job; the GPU rules asked ``--gpus=1``
+   (sacct SubmitLine) and were allocated gres/gpu=1, the CPU jobs neither; no
+   localrule was submitted; HDF5_USE_FILE_LOCKING=FALSE, which
    rules/common.smk sets in the head process, reached the jobs (``sacct
    --env-vars``: the environment each batch script was launched with).
 2. ``test_failed_job_is_reported_and_only_it_reruns``: a garbage model.pt makes
    one score_shard job fail inside SLURM; the report names rule, wildcards, SLURM
-   job id and logs; after restoring the model only that job is resubmitted.
+   job id and logs; after restoring the model only that job is resubmitted --
+   with the profile installed again with ``--gpu-request gres`` and the batch's
+   image store removed, so that this rerun has a CPU job (decode_shard) and a
+   GPU job that asks ``--gres=gpu:1`` (sacct: gres/gpu=1 for it, none for decode).
 3. ``test_outputs_match_local_run``: same files under results/, same HDF5 layout,
    same image ids; scores bit-identical when the trained weights are (training
    on CPU is deterministic across processes at equal thread counts).
@@ -46,23 +51,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # slurm_helpers, whatever pytest's import mode
 
 from slurm_helpers import (  # noqa: E402
     REPO,
-    TEST_PROFILE,
+    THREADS,
     SnakemakeRun,
     cluster_mark,
     error_blocks,
     format_jobs,
+    gpu_request,
+    install_profile,
     job_info_wildcards,
     job_stats,
     require_cluster,
     run_snakemake,
     sacct_env,
     sacct_jobs,
+    sacct_submit_lines,
     snakemake_env,
 )
 
@@ -80,9 +87,8 @@ SCORED = ("labeled/test", "batches/demo-batch-1")
 GPU_RULES = {"train", "score_shard"}
 SLURM_RULES = GPU_RULES | {"decode_shard"}
 LOCAL_RULES = {"all", "demo_data", "manifest", "gather", "summarize", "evaluate", "ledger", "report"}
-# the test overlay's set-threads (1-CPU jobs); the local reference run gets the same
-THREADS: dict[str, int] = yaml.safe_load((TEST_PROFILE / "config.yaml").read_text())["set-threads"]
-# sacct ReqMem of the test overlay (tests/slurm/profile), attempt 1
+# the installed test profile's set-threads (THREADS: 1-CPU jobs); the local reference run gets the same
+# sacct ReqMem of the installed test profile (slurm_helpers.TEST_MEM), attempt 1
 REQ_MEM = {"decode_shard": "1000M", "score_shard": "1500M", "train": "2000M"}
 
 SLURM_TIMEOUT_S = 600  # the first SLURM run: ~3 min on 2 idle CPUs; SIGINT after this
@@ -242,6 +248,8 @@ class Runs:
     slurm: SnakemakeRun
     slurm_snapshot: dict
     local: LocalRun
+    home: Path  # HOME with .config/snakemake/slurm (the installed profile)
+    env: dict  # HOME and XDG_CONFIG_HOME for snakemake
 
 
 @pytest.fixture(scope="module")
@@ -256,6 +264,8 @@ def runs(cluster, tmp_path_factory) -> Runs:
     try:
         slurm_dir = base / "slurm"
         slurm_dir.mkdir()
+        home = base / "home"
+        env = install_profile(home)  # --gpu-request gpus (the default)
         # Without HDF5_USE_FILE_LOCKING in the head's environment, finding it in the
         # jobs' environment shows that rules/common.smk set it and sbatch passed it on.
         slurm = run_snakemake(
@@ -264,6 +274,7 @@ def runs(cluster, tmp_path_factory) -> Runs:
             timeout_s=SLURM_TIMEOUT_S,
             log_file=base / "slurm-run.log",
             env_remove=("HDF5_USE_FILE_LOCKING",),
+            env=env,
         )
         print(f"\nSLURM run: exit {slurm.returncode} in {slurm.seconds:.1f}s, job name {slurm.run_id}")
         assert not slurm.timed_out, f"SLURM run did not finish within {SLURM_TIMEOUT_S}s\n{slurm.describe()}"
@@ -273,20 +284,22 @@ def runs(cluster, tmp_path_factory) -> Runs:
     except BaseException:
         local.stop()
         raise
-    yield Runs(slurm_dir=slurm_dir, slurm=slurm, slurm_snapshot=shot, local=local)
+    yield Runs(slurm_dir=slurm_dir, slurm=slurm, slurm_snapshot=shot, local=local, home=home, env=env)
     local.stop()  # only if a test was deselected or failed before waiting for it
 
 
-def _run(workdir: Path, *args: str, name: str, timeout_s: int = SMALL_TIMEOUT_S) -> SnakemakeRun:
-    run = run_snakemake([*WORKFLOW_ARGS, *args], cwd=workdir, timeout_s=timeout_s, log_file=workdir.parent / f"{name}.log")
+def _run(workdir: Path, *args: str, name: str, env: dict, timeout_s: int = SMALL_TIMEOUT_S) -> SnakemakeRun:
+    run = run_snakemake(
+        [*WORKFLOW_ARGS, *args], cwd=workdir, timeout_s=timeout_s, log_file=workdir.parent / f"{name}.log", env=env
+    )
     print(f"{name}: exit {run.returncode} in {run.seconds:.1f}s, SLURM job name {run.run_id}")
     assert not run.timed_out, f"snakemake did not finish within {timeout_s}s\n{run.describe()}"
     return run
 
 
-def _dry_run(workdir: Path, *, name: str, show: bool = False) -> dict[str, int]:
+def _dry_run(workdir: Path, *, name: str, env: dict, show: bool = False) -> dict[str, int]:
     """rule -> job count of a dry run; with ``show`` also check that it lists the failed job."""
-    dry = run_snakemake([*WORKFLOW_ARGS, "-n"], cwd=workdir, timeout_s=120, log_file=workdir.parent / f"{name}.log")
+    dry = run_snakemake([*WORKFLOW_ARGS, "-n"], cwd=workdir, timeout_s=120, log_file=workdir.parent / f"{name}.log", env=env)
     assert dry.returncode == 0, dry.describe()
     if show:
         assert re.search(r"wildcards: coll=batches/demo-batch-1, shard=0\s*$", dry.output, re.M), dry.describe()
@@ -315,15 +328,20 @@ def test_jobs_ran_as_slurm_jobs(runs: Runs):
     submitted = [(j["rule"], j["wildcards"]) for j in jobs]
     assert sorted(submitted) == sorted(EXPECTED_JOBS), table
     assert len(run.submissions) == len(jobs), run.describe()
+    submit_lines = sacct_submit_lines(run.run_id)
     for job in jobs:
         assert job["State"] == "COMPLETED" and job["ExitCode"] == "0:0", table
         assert job["Partition"] == "debug" and job["Account"] == "root", table
         assert job["ReqMem"] == REQ_MEM[job["rule"]], table
         # --cpus-per-task = the job's threads (the test overlay's set-threads)
         assert job["tres"].get("cpu") == str(THREADS[job["rule"]]), table
+        # --gpu-request gpus: the GPU rules ask `sbatch --gpus=1`, the CPU jobs for no GPU at all
+        request = gpu_request(submit_lines[job["JobIDRaw"]])
         if job["rule"] in GPU_RULES:
+            assert request == "--gpus=1", (job["rule"], submit_lines[job["JobIDRaw"]][:600])
             assert job["tres"].get("gres/gpu") == "1", f"{job['rule']} got no GPU:\n{table}"
         else:
+            assert request is None, (job["rule"], submit_lines[job["JobIDRaw"]][:600])
             assert "gres/gpu" not in job["tres"], f"{job['rule']} is a CPU job but got a GPU:\n{table}"
         log = runs.slurm_dir / "logs/slurm" / f"rule_{job['rule']}" / job["wildcards"] / f"{job['JobIDRaw']}.log"
         assert log.is_file(), f"missing SLURM log {log}"
@@ -387,14 +405,14 @@ def test_failed_job_is_reported_and_only_it_reruns(runs: Runs):
     (results / "batches.tsv").unlink()
     # the plan: that night's scoring and what depends on it, nothing upstream
     # (more here means the workflow's code or config changed since the first run)
-    plan = _dry_run(wd, name="dry-run-before")
+    plan = _dry_run(wd, name="dry-run-before", env=runs.env)
     assert plan == {"all": 1, "gather": 1, "summarize": 1, "ledger": 1, "report": 1, "score_shard": 1}, (
         f"more to do than demo-batch-1's scoring (did the workflow's code or config change since the first run?): {plan}"
     )
     put_model(b"this is not a torch checkpoint\n")
     try:
         # --retries 0: one attempt is enough here (test_slurm_mechanics covers the retry)
-        first = _run(wd, "--retries", "0", name="run-fail")
+        first = _run(wd, "--retries", "0", name="run-fail", env=runs.env)
     finally:
         put_model(original)
 
@@ -442,17 +460,36 @@ def test_failed_job_is_reported_and_only_it_reruns(runs: Runs):
     assert "failed in rule score_shard, shard 0" in (results / "report.html").read_text()
 
     # what is left to do: the one failed job, then the localrules downstream of it
-    plan = _dry_run(wd, name="dry-run-after", show=True)
+    plan = _dry_run(wd, name="dry-run-after", env=runs.env, show=True)
     assert plan == {"all": 1, "gather": 1, "summarize": 1, "ledger": 1, "report": 1, "score_shard": 1}, plan
 
-    second = _run(wd, name="run-resume")
+    # The rerun with the profile installed again for a site that takes only --gres, and the batch's
+    # image store removed: a CPU job (decode_shard) and a GPU job (score_shard) in gres mode.
+    env = install_profile(runs.home, "--gpu-request", "gres", "--force")
+    assert "gres: \"'gpu:1'\"" in (runs.home / ".config/snakemake/slurm/config.yaml").read_text()
+    (results / "batches/demo-batch-1/shards/0.images.h5").unlink()
+    second = _run(wd, name="run-resume", env=env)
     assert second.returncode == 0, second.describe()
     jobs = sacct_jobs(second.run_id)
-    assert [(j["rule"], j["wildcards"], j["State"]) for j in jobs] == [("score_shard", failed_wc, "COMPLETED")], format_jobs(jobs)
-    assert len(second.submissions) == 1, second.describe()
-    assert _printed_rules(second.output) == ({"score_shard"}, {"gather", "summarize", "ledger", "report", "all"}), (
-        second.describe()
-    )
+    table = format_jobs(jobs)
+    print(table)
+    assert sorted((j["rule"], j["wildcards"], j["State"]) for j in jobs) == [
+        ("decode_shard", failed_wc, "COMPLETED"),
+        ("score_shard", failed_wc, "COMPLETED"),
+    ], table
+    assert len(second.submissions) == 2, second.describe()
+    submit_lines = sacct_submit_lines(second.run_id)
+    for job in jobs:
+        request = gpu_request(submit_lines[job["JobIDRaw"]])
+        if job["rule"] == "score_shard":
+            assert request == "--gres=gpu:1", submit_lines[job["JobIDRaw"]][:600]
+            assert job["tres"].get("gres/gpu") == "1", table
+        else:
+            assert request is None and "gres/gpu" not in job["tres"], table
+    assert _printed_rules(second.output) == (
+        {"decode_shard", "score_shard"},
+        {"gather", "summarize", "ledger", "report", "all"},
+    ), second.describe()
 
     # the rerun's batch scores equal the first SLURM run's
     again = snapshot(wd)["batches/demo-batch-1/scores.h5"]
