@@ -43,7 +43,8 @@ from wormflow import plots
 from wormflow import report as rpt
 from wormflow.gallery import select
 from wormflow.ledger import agreement
-from wormflow.report import render, sections
+from wormflow.report import plates as plate_sections
+from wormflow.report import render
 from wormflow.scorefile import ScoreFile
 
 METRICS = ("f1", "auroc", "average_precision", "precision", "recall")
@@ -270,10 +271,10 @@ def _summaries(out: SimpleNamespace) -> dict:
 
 
 def test_plate_positions():
-    assert sections.plate_position("A01") == (0, 0) and sections.plate_position("P24") == (15, 23)
-    assert sections.plate_position("H12") == (7, 11) and sections.plate_position("B3") == (1, 2)
+    assert plate_sections.plate_position("A01") == (0, 0) and plate_sections.plate_position("P24") == (15, 23)
+    assert plate_sections.plate_position("H12") == (7, 11) and plate_sections.plate_position("B3") == (1, 2)
     for other in ("Q01", "A25", "A00", "a01", "A01 ", "A001", "", HOSTILE_WELL, None, 7):
-        assert sections.plate_position(other) is None, other
+        assert plate_sections.plate_position(other) is None, other
 
 
 def test_plate_figure_marks_wells():
@@ -302,7 +303,7 @@ def test_plate_maps_per_method_and_batch(full):
         uris = re.findall(r'<img src="(data:image/svg\+xml;base64,[^"]+)" alt="[0-9]+-well plate map', blocks[i])
         assert len(uris) == 4 and all(_crossed(_svg(u)) == 1 for u in uris), name
         rows = {r["well"]: r for r in plates[name]["wells"]}
-        assert rows[well]["status"] == "quarantined" and rows[well]["plate_position"] == list(sections.plate_position(well))
+        assert rows[well]["status"] == "quarantined" and rows[well]["plate_position"] == list(plate_sections.plate_position(well))
     assert "D24: channel w2 missing" in blocks[0]
 
 
@@ -336,7 +337,8 @@ def test_plate_numbers_equal_the_summaries(full):
             assert block[key] == fields[key]
         assert block["scale_max"] == pytest.approx(
             max(
-                (w["methods"][m]["worm_share"] for w in ok if sections.plate_position(w["well"]) for m in w["methods"]), default=0
+                (w["methods"][m]["worm_share"] for w in ok if plate_sections.plate_position(w["well"]) for m in w["methods"]),
+                default=0,
             )
             or None
         )
@@ -378,7 +380,7 @@ def test_well_thumbnails_in_plate_order_with_a_row_limit(full, monkeypatch):
     assert [b["batch"] for b in out.data["plates"]["batches"]] == ["2026-02-04"]
     assert out.data["plates"]["batches"][0]["n_left_out"] == 89 and "<strong>89 left out</strong>" in out.html
     assert out.html.count('alt="composite of ') == 10
-    monkeypatch.setattr(sections, "THUMBNAIL_BUDGET", 200_000)  # the page-wide bound on thumbnail data
+    monkeypatch.setattr(plate_sections, "THUMBNAIL_BUDGET", 200_000)  # the page-wide bound on thumbnail data
     budget = _render(full.html_path.parent.parent / "budget", full.inputs)
     shown = [b["thumbnail_rows"] for b in budget.data["plates"]["batches"]]
     assert 0 < shown[0] < 20 and shown[1:] == [0, 0]

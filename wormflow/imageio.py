@@ -55,6 +55,10 @@ rules, in order:
 Memory: conversions work on blocks of rows (:data:`CONVERT_BLOCK_ELEMENTS`),
 never on a full-size float64 copy, so decoding one image peaks at about its
 decoded size plus the ``H x W x 3`` output (``benchmarks/decode_memory.py``).
+
+(Longer than the package's ~400-line guideline on purpose: every limit that keeps hostile input out —
+bytes, pixels, samples, frames, aspect, non-finite values — is checked inside the reader it guards, before
+that reader allocates; split across modules, a check and the allocation it protects would drift apart.)
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ Layouts (also in the README):
   ``quarantine/{ids,reasons,stage}`` and one group per method with the first
   seed's part datasets (concatenated in shard order) plus ``ids`` and ``paths``;
   with several seeds also ``<method>/seed_scores`` (N × seeds).
+
+(Slightly over the package's ~400-line guideline: the image store's writer and reader share the layout they
+must agree on, row for row; they stay together.)
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from .. import plots
 from ..atomic import atomic_write_text
 from ..store import utc_now
+from . import plates as plates_mod
 from . import sections
 from .read import config_yaml, package_versions, read_inputs
 from .render import json_clean, render_html, sidecar, visible
@@ -69,7 +70,7 @@ def build_context(inputs: dict, methods: Sequence[str], config: Mapping) -> dict
     batch_rows = sections.batches_section(ledger, evaluated)
     detail = (config.get("retention") or {}).get("report_detail_batches")
     shown_rows, older = sections.latest_batches(batch_rows, detail)
-    plates = sections.plates_section(
+    plates = plates_mod.plates_section(
         ledger,
         methods,
         display,
@@ -99,7 +100,7 @@ def build_context(inputs: dict, methods: Sequence[str], config: Mapping) -> dict
         "ks_max": ks_max,
         "trends": sections.trends_section(batch_rows, evaluated, ks_max, display),
         "plates": plates,
-        "field_trends": sections.field_trends(ledger, methods, display),
+        "field_trends": plates_mod.field_trends(ledger, methods, display),
         "quarantine": sections.quarantine_section(ledger, metrics.get("test_quarantine", []), skip=set(older)),
         "quarantine_html_max": sections.QUARANTINE_HTML_MAX,
         "provenance": {

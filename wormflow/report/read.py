@@ -21,8 +21,8 @@ from pathlib import Path
 from .. import __version__
 from .. import paths as P
 from ..gallery import read_gallery
+from .plates import detailed_batches
 from .render import json_clean
-from .sections import detailed_batches
 
 log = logging.getLogger(__name__)
 
