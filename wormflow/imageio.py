@@ -200,10 +200,7 @@ def decode_image(
     path = Path(path)
     try:
         with _open_image(path, data) as fh:
-            magic = fh.read(4)
-            if not magic:
-                raise ImageLoadError(path, "empty file (0 bytes)")
-            fh.seek(0)
+            magic = _magic(path, fh)
             if magic in _TIFF_MAGIC:
                 _check_frames(path, _tiff_frames(fh))
                 fh.seek(0)
@@ -220,6 +217,15 @@ def decode_image(
         raise ImageLoadError(path, f"cannot read file: {exc.strerror or exc}") from None
     except Exception as exc:  # a hostile file must be quarantined, never crash the batch
         raise ImageLoadError(path, f"unreadable image: {type(exc).__name__}: {exc}") from None
+
+
+def _magic(path: Path, fh) -> bytes:
+    """The first four bytes (the format's signature), the file rewound; ImageLoadError for an empty file."""
+    magic = fh.read(4)
+    if not magic:
+        raise ImageLoadError(path, "empty file (0 bytes)")
+    fh.seek(0)
+    return magic
 
 
 def _open_image(path: Path, data):

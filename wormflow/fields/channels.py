@@ -27,6 +27,7 @@ from ..imageio import (
     _check_frames,
     _check_geometry,
     _Limits,
+    _magic,
     _open_image,
     _tiff_frames,
     apply_orientation,
@@ -50,10 +51,7 @@ def decode_channel(
     path = Path(path)
     try:
         with _open_image(path, data) as fh:
-            magic = fh.read(4)
-            if not magic:
-                raise ImageLoadError(path, "empty file (0 bytes)")
-            fh.seek(0)
+            magic = _magic(path, fh)
             arr = _tiff_channel(path, fh, limits) if magic in _TIFF_MAGIC else _pil_channel(path, fh, limits)
     except (ImageLoadError, MemoryError):
         raise
