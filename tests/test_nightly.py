@@ -864,8 +864,9 @@ def test_changed_training_data_keep_scoring_and_report_retraining_pending(base):
     settle(case)
     labeled = base.root / "labeled-changed"
     shutil.copytree(base.labeled, labeled)
-    extra = sorted((base.data / "labeled" / "train" / "wormed").iterdir())[LABELED_COUNTS["train"]]
-    shutil.copy2(extra, labeled / "train" / "wormed" / extra.name)
+    # one more training image (a test-split file under a new name: the in-repository subset has no spare train files)
+    extra = sorted((base.data / "labeled" / "test" / "wormed").iterdir())[-1]
+    shutil.copy2(extra, labeled / "train" / "wormed" / f"extra-{extra.name}")
     write_overlay(case, labeled, {"methods": {"vae": {"epochs": VAE_EPOCHS}}})
     shutil.copytree(base.data / "batches" / NEW, case / "batches" / NEW)
     models = {m: case / "results" / "models" / m / "seed0" / "model.pt" for m in METHODS}
