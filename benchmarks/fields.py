@@ -342,6 +342,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-methods", action="store_true", help="the floors only")
     ap.add_argument("--labeled", type=Path, help="labeled patches to train on (default: <fields>/../labeled)")
     ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "fields", help="models (cached) and score files")
+    ap.add_argument(
+        "--models", type=Path, help="use a workflow run's models (its results/models) instead of training; --preset must match"
+    )
     ap.add_argument("--preset", default="tuned")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", nargs="*", help="learned methods (default: the preset's)")

@@ -37,9 +37,18 @@ def learned(cfg: dict, only: list[str] | None = None) -> list[str]:
 
 
 def train_models(
-    cfg: dict, methods: list[str], data: Path, work: Path, *, seed: int = 0, device: str = "cpu", key_extra: dict | None = None
+    cfg: dict,
+    methods: list[str],
+    data: Path,
+    work: Path,
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    key_extra: dict | None = None,
+    given: Path | None = None,
 ) -> tuple[dict[str, str], dict]:
-    """``({method: model.pt}, {method: info})``: cached models reused, the others trained now."""
+    """``({method: model.pt}, {method: info})``: cached models reused, the others trained now; with ``given`` (a
+    workflow's ``results/models``), that run's models, none trained."""
     from accuracy import decode_splits
 
     from wormflow.artifact import Artifact
@@ -60,6 +69,10 @@ def train_models(
         )
         key_file, model = out / "key.json", out / "model.pt"
         cached = model.is_file() and key_file.is_file() and json.loads(key_file.read_text()).get("key") == key
+        if given is not None:  # a workflow's own model (results/models/<method>/seed<k>/model.pt): used as it is
+            model, cached = given / m / f"seed{seed}" / "model.pt", True
+            if not model.is_file():
+                raise SystemExit(f"--models: {model} not found")
         t0 = time.perf_counter()
         if not cached:
             if stores is None:
@@ -86,6 +99,7 @@ def train_models(
         art = Artifact.load(model)
         info[m] = {
             "cached": cached,
+            "model": str(model),
             "wall_s": time.perf_counter() - t0 if not cached else None,
             "train_time_s": art.train_time_s,
             "device": art.device,
@@ -316,6 +330,7 @@ def run_methods(a, wells: dict, fields_root: Path) -> tuple[dict, dict, dict]:
         seed=a.seed,
         device=a.device,
         key_extra={"smoke": True} if a.smoke else None,
+        given=a.models,
     )
     t_train = time.perf_counter() - t0
     batches = sorted(p for p in (fields_root / "batches").iterdir() if p.is_dir())
