@@ -98,18 +98,12 @@ def decode_splits(data: Path, work: Path, sizes: list[int], cfg: dict) -> dict[s
     return stores
 
 
-def run_one(method: str, mcfg: dict, stores: dict, out: Path, seed: int, device: str, num_workers: int, hdf5: dict) -> dict:
-    """Train one method for one seed and score the test split with ``score_shard_step``."""
-    import shutil
-
-    from wormflow.artifact import Artifact
+def train_on_stores(method: str, mcfg: dict, stores: dict, out: Path, *, seed: int, device: str, num_workers: int, **kwargs):
+    """The workflow's ``train`` on decoded train/dev stores (``kwargs``: threshold rule, bootstrap count, field tile)."""
     from wormflow.data import load_split
-    from wormflow.pipeline import read_score_index, score_shard_step
-    from wormflow.store import open_complete, read_strings
     from wormflow.train import train
 
     size = mcfg["image_size"]
-    t0 = time.perf_counter()
     train(
         method,
         mcfg,
@@ -121,7 +115,20 @@ def run_one(method: str, mcfg: dict, stores: dict, out: Path, seed: int, device:
         num_workers=num_workers,
         tensorboard=False,
         checkpoint_interval_s=120,  # sub-second GPU epochs: a per-epoch checkpoint would dominate
+        **kwargs,
     )
+
+
+def run_one(method: str, mcfg: dict, stores: dict, out: Path, seed: int, device: str, num_workers: int, hdf5: dict) -> dict:
+    """Train one method for one seed and score the test split with ``score_shard_step``."""
+    import shutil
+
+    from wormflow.artifact import Artifact
+    from wormflow.pipeline import read_score_index, score_shard_step
+    from wormflow.store import open_complete, read_strings
+
+    t0 = time.perf_counter()
+    train_on_stores(method, mcfg, stores, out, seed=seed, device=device, num_workers=num_workers)
     wall = time.perf_counter() - t0
     ids, scores = [], []
     for k, store in enumerate(stores["test"]):

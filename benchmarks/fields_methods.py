@@ -49,13 +49,11 @@ def train_models(
 ) -> tuple[dict[str, str], dict]:
     """``({method: model.pt}, {method: info})``: cached models reused, the others trained now; with ``given`` (a
     workflow's ``results/models``), that run's models, none trained."""
-    from accuracy import decode_splits
+    from accuracy import decode_splits, train_on_stores
 
     from wormflow.artifact import Artifact
-    from wormflow.data import load_split
     from wormflow.decision import DEFAULT_THRESHOLD_RULE, N_BOOT
     from wormflow.digest import json_digest
-    from wormflow.train import train
 
     calib = cfg.get("calibration", {})
     rule, n_boot = calib.get("threshold_rule", DEFAULT_THRESHOLD_RULE), int(calib.get("n_boot", N_BOOT))
@@ -79,18 +77,14 @@ def train_models(
                 sizes = sorted({cfg["methods"][k]["image_size"] for k in methods})
                 stores = decode_splits(data, work, sizes, cfg)
             print(f"[fields] training {m} (seed {seed}, {device})", flush=True)
-            size = mcfg["image_size"]
-            train(
+            train_on_stores(
                 m,
                 mcfg,
-                load_split(stores["train"], size),
-                load_split(stores["dev"], size),
+                stores,
                 out,
                 seed=seed,
                 device=device,
                 num_workers=int(cfg["training"]["num_workers"]),
-                tensorboard=False,
-                checkpoint_interval_s=120,
                 threshold_rule=rule,
                 n_boot=n_boot,
                 field_tile=tile,
