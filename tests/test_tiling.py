@@ -299,3 +299,34 @@ def test_large_single_images_are_tiled_small_ones_scored_whole(tmp_path, model):
     res = fs.methods["dark_pixels"]
     assert res.tiles["in_area"].all(), "all of a single image is specimen area"
     assert res.units["pred"][0] == 1 and sf.attrs["n_scored"] == 2
+
+
+def test_a_read_error_in_a_field_mid_shard_fails_the_job_and_leaves_no_scores(tmp_path, model):
+    """A damaged chunk in the second field of a shard (a bad disk block, a short NFS read): the scoring job
+    fails naming the store, writes no part and no index, and removes the store so the next run decodes it
+    again — never a map stitched from garbage or a part with the first field only."""
+    from wormflow.store import DamagedInputError
+
+    root, work = tmp_path / "night", tmp_path / "work"
+    root.mkdir()
+    work.mkdir()
+    _write_field(root, "B04", _planes(0))
+    _write_field(root, "C07", _planes(1))
+    cfg = _cfg()
+    manifest_step(str(root), str(work / "manifest.json"), labeled=False, shard_size=2, fields=cfg["fields"])
+    store = work / "0.h5"
+    decode_shard_step(
+        str(work / "manifest.json"), 0, str(store), sizes=[SIZE], limits=cfg["decode"], fields=cfg["fields"], tiling=TILING
+    )
+    with h5py.File(store, "r") as f:
+        info = f["tiled/rgb/1"].id.get_chunk_info_by_coord((H // 2, 0, 0))
+        offset, size = info.byte_offset, info.size
+    with open(store, "r+b") as fh:
+        fh.seek(offset + size // 3)
+        fh.write(b"\xff" * (size // 3))
+    index = work / "0.json"
+    with pytest.raises(DamagedInputError, match="could not be read"):
+        score_shard_step(str(store), {"dark_pixels": {0: model}}, str(index), batch_size=7, shard_size=2, tiling=TILING)
+    assert not index.exists()
+    assert not list((work / "0.parts").glob("*.h5")), "a score part was written from a partial read"
+    assert not store.exists(), "the damaged store was kept: every later night would fail on it"
