@@ -120,9 +120,7 @@ def _decode_unit(root: Path, unit: list, sizes: list[int], limits: dict, fields_
             area = np.ones(rgb.shape[:2], bool)
             info = TiledUnit(first.relpath, "image", first.relpath, [first.relpath], [first.sha256], rgb.shape[:2])
         check_tileable(area, tiling)
-    except ImageLoadError as exc:
-        return ("quarantine", f"field {first.unit}: {exc.reason}" if first.unit else exc.reason)
-    except FieldError as exc:
+    except (ImageLoadError, FieldError) as exc:
         return ("quarantine", f"field {first.unit}: {exc.reason}" if first.unit else exc.reason)
     return ("tiled", info, rgb, area, thumbnail(rgb, tiling.thumbnail_width))
 
