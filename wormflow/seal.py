@@ -168,8 +168,9 @@ def check(batch: str, root: str | os.PathLike, ident: Mapping) -> tuple[dict | N
         st = _stat_or_none(os.path.join(root, rel) if rel else root)
         if st is None or (st.st_mtime_ns, st.st_ctime_ns) != (mtime_ns, ctime_ns):
             return None, f"directory {rel or '.'} changed since it was sealed"
+    files = result_files(batch)
     for role, rec in seal["outputs"].items():
-        st = _stat_or_none(result_files(batch)[role])
+        st = _stat_or_none(files[role])
         if st is None or (st.st_size, st.st_mtime_ns) != (rec["size"], rec["mtime_ns"]):
             return None, f"{role} changed or missing since it was sealed"
     return seal, ""
