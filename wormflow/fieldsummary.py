@@ -133,14 +133,17 @@ def thumbnails(fs: FieldScores, methods: Sequence[str], width: int) -> dict:
     """``{"size": [w, h], "wells": {field id: {"composite": uri, "maps": {method: uri}}}}`` of the scored fields."""
     lut = _inferno() if len(fs) else None
     wells, size = {}, None
-    for k, u in enumerate(fs.units):
-        comp = fs.thumb(k)
-        size = size or [int(comp.shape[1]), int(comp.shape[0])]
-        maps = {}
-        for m in methods:
-            if m not in fs.methods:
-                continue
-            small = map_to_thumbnail(fs.map(m, k), (comp.shape[1], comp.shape[0]))
-            maps[m] = jpeg_uri(overlay(comp, small, float(fs.methods[m].attrs.get("map_threshold", 128.0)), lut))
-        wells[u.id] = {"composite": jpeg_uri(comp), "maps": maps}
+    if not len(fs):
+        return {"size": [int(width), int(round(width * 3 / 4))], "wells": wells}
+    with fs.open() as f:  # one open for every field's thumbnail and maps
+        for k, u in enumerate(fs.units):
+            comp = fs.thumb(k, f)
+            size = size or [int(comp.shape[1]), int(comp.shape[0])]
+            maps = {}
+            for m in methods:
+                if m not in fs.methods:
+                    continue
+                small = map_to_thumbnail(fs.map(m, k, f), (comp.shape[1], comp.shape[0]))
+                maps[m] = jpeg_uri(overlay(comp, small, float(fs.methods[m].attrs.get("map_threshold", 128.0)), lut))
+            wells[u.id] = {"composite": jpeg_uri(comp), "maps": maps}
     return {"size": size or [int(width), int(round(width * 3 / 4))], "wells": wells}

@@ -175,13 +175,21 @@ class FieldScores:
     def __len__(self) -> int:
         return len(self.units)
 
-    def map(self, method: str, k: int) -> np.ndarray:
-        with open_complete(self.path, "wormflow-batch") as f:
-            return f[f"{method}/maps/{k}"][()]
+    def open(self):
+        """The gathered file, checked complete: pass it to :meth:`map`/:meth:`thumb` to read many without reopening."""
+        return open_complete(self.path, "wormflow-batch")
 
-    def thumb(self, k: int) -> np.ndarray:
-        with open_complete(self.path, "wormflow-batch") as f:
-            return f[f"fields/thumbs/{k}"][()]
+    def _read(self, key: str, f=None) -> np.ndarray:
+        if f is not None:
+            return f[key][()]
+        with self.open() as f:
+            return f[key][()]
+
+    def map(self, method: str, k: int, f=None) -> np.ndarray:
+        return self._read(f"{method}/maps/{k}", f)
+
+    def thumb(self, k: int, f=None) -> np.ndarray:
+        return self._read(f"fields/thumbs/{k}", f)
 
 
 def read_field_scores(path: str, methods: Sequence[str]) -> FieldScores:
